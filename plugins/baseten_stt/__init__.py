@@ -1,0 +1,1 @@
+"""Baseten streaming-Whisper STT for LiveKit Agents (vendored, hardened)."""
