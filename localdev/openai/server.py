@@ -142,19 +142,31 @@ class LocalOpenAIServer:
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return _json_error(400, "We could not parse the JSON body of your request.",
-                               type_="invalid_request_error")
+            return _json_error(
+                400,
+                "We could not parse the JSON body of your request.",
+                type_="invalid_request_error",
+            )
         if not isinstance(body, dict):
-            return _json_error(400, "Request body must be a JSON object.",
-                               type_="invalid_request_error")
+            return _json_error(
+                400, "Request body must be a JSON object.", type_="invalid_request_error"
+            )
         messages = body.get("messages")
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            return _json_error(400, "you must provide a model parameter",
-                               type_="invalid_request_error", param="model")
+            return _json_error(
+                400,
+                "you must provide a model parameter",
+                type_="invalid_request_error",
+                param="model",
+            )
         if not isinstance(messages, list) or not messages:
-            return _json_error(400, "'messages' must be a non-empty array",
-                               type_="invalid_request_error", param="messages")
+            return _json_error(
+                400,
+                "'messages' must be a non-empty array",
+                type_="invalid_request_error",
+                param="messages",
+            )
         self.requests.append(body)
 
         started = time.monotonic()
@@ -176,7 +188,9 @@ class LocalOpenAIServer:
             )
 
         stream_options = body.get("stream_options") or {}
-        include_usage = bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
+        include_usage = bool(
+            isinstance(stream_options, dict) and stream_options.get("include_usage")
+        )
         resp = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream; charset=utf-8",
@@ -187,11 +201,19 @@ class LocalOpenAIServer:
         await resp.prepare(request)
         created = int(time.time())
 
-        def make(delta: dict[str, Any] | None, finish: str | None = None,
-                 usage_body: dict[str, Any] | None = None) -> dict[str, Any]:
+        def make(
+            delta: dict[str, Any] | None,
+            finish: str | None = None,
+            usage_body: dict[str, Any] | None = None,
+        ) -> dict[str, Any]:
             return payloads.chunk(
-                completion_id=completion_id, created=created, model=model, delta=delta,
-                finish_reason=finish, include_usage=include_usage, usage_body=usage_body,
+                completion_id=completion_id,
+                created=created,
+                model=model,
+                delta=delta,
+                finish_reason=finish,
+                include_usage=include_usage,
+                usage_body=usage_body,
             )
 
         try:
