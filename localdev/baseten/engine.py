@@ -1,0 +1,180 @@
+"""Offline speech recognition behind a small interface.
+
+The local Baseten server only needs "16 kHz int16 audio in, protocol ``Segment``s out".
+``RecognitionEngine`` is that contract so Vosk, faster-whisper, ... can be plugged in;
+``PocketsphinxEngine`` is the default because its English model ships inside the
+pocketsphinx wheel (nothing is downloaded) and it decodes a few seconds of audio in
+tens of milliseconds on one core.
+
+Accuracy on espeak-ng speech (measured with ``localdev.speech.synthesize`` at the
+default 150 wpm, en-us voice, see ``localdev/baseten/README.md``): with a phrase list
+the JSGF grammar recognises every listed phrase exactly; with the full language
+model the output is recognisable but often wrong ("book a table for two" ->
+"well the eagles or two"), so tests that assert words must pass ``phrases``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from plugins.baseten_stt.protocol import PCM_SAMPLE_RATE, Segment, Word
+
+#: pocketsphinx's acoustic front end runs at 100 frames per second (``-frate`` default),
+#: so ``seg()`` frame indices divide by this to give seconds.
+POCKETSPHINX_FRAME_RATE = 100
+
+#: Filler tokens pocketsphinx puts in ``seg()`` that are not words.
+_FILLER = re.compile(r"^(<.*>|\[.*\]|\+\+.*\+\+)$")
+#: Alternate pronunciations come back as ``on(2)``; the word is ``on``.
+_ALT_PRON = re.compile(r"\(\d+\)$")
+#: Word posteriors of exactly 0 would make ``log`` blow up; clamp like Whisper's
+#: avg-logprob which never goes below a few nats on real speech.
+_MIN_PROB = 1e-6
+
+
+@runtime_checkable
+class RecognitionEngine(Protocol):
+    """Turns one buffer of 16 kHz mono int16 audio into protocol segments.
+
+    ``transcribe`` is synchronous and may be slow: the server calls it from a worker
+    thread, possibly from several threads at once, so implementations must be
+    thread-safe. Times in the returned segments are ``time_offset`` + position in
+    ``pcm16_16k`` (i.e. stream-relative when the caller passes the audio already
+    consumed on the connection).
+    """
+
+    def transcribe(
+        self,
+        pcm16_16k: npt.NDArray[np.int16],
+        *,
+        time_offset: float,
+        word_timestamps: bool,
+        language: str,
+    ) -> list[Segment]: ...
+
+
+def phrase_grammar(phrases: Sequence[str]) -> str:
+    """A JSGF grammar accepting any sequence of the phrases or prefixes of them.
+
+    Prefixes (``book [a [table [for [two]]]]``) are allowed so that a *partial*
+    transcription of an utterance that is still being spoken matches the grammar
+    too; without them pocketsphinx returns nothing until the phrase is complete.
+    """
+    alternatives = []
+    for phrase in phrases:
+        words = normalise_words(phrase)
+        if not words:
+            continue
+        nested = words[-1]
+        for word in reversed(words[:-1]):
+            nested = f"{word} [{nested}]"
+        alternatives.append(f"({nested})")
+    if not alternatives:
+        raise ValueError("phrase list has no words")
+    return (
+        "#JSGF V1.0;\ngrammar phrases;\n"
+        "public <utterance> = <phrase>+;\n"
+        f"<phrase> = {' | '.join(alternatives)};\n"
+    )
+
+
+def normalise_words(text: str) -> list[str]:
+    """Lower-case words without punctuation, the form the CMU dictionary uses."""
+    return re.findall(r"[a-z']+", text.lower())
+
+
+class PocketsphinxEngine:
+    """CMU pocketsphinx with the bundled US-English model.
+
+    One ``Decoder`` per worker thread (decoders are not thread-safe and take ~0.3 s and
+    ~30 MB each to build, so they are created lazily and reused).
+    """
+
+    def __init__(self, *, phrases: Sequence[str] | None = None) -> None:
+        """Create the engine.
+
+        Args:
+            phrases: optional closed phrase list. When given, recognition is
+                restricted to sequences of these phrases (a JSGF grammar), which makes
+                espeak-ng speech recognise deterministically. Words missing from the
+                CMU dictionary make the grammar fail to load (``ValueError``).
+                When omitted, the full en-us trigram language model is used.
+        """
+        self._grammar = phrase_grammar(phrases) if phrases else None
+        self._local = threading.local()
+        if self._grammar is not None:
+            # Fail at construction, not on the first utterance, if the grammar is bad.
+            self._decoder()
+
+    @property
+    def uses_phrase_list(self) -> bool:
+        return self._grammar is not None
+
+    def _decoder(self) -> Any:
+        decoder = getattr(self._local, "decoder", None)
+        if decoder is None:
+            # Imported lazily: pocketsphinx is a dev-only dependency.
+            from pocketsphinx import Decoder
+
+            decoder = Decoder(loglevel="FATAL")
+            if self._grammar is not None:
+                decoder.add_jsgf_string("phrases", self._grammar)
+                decoder.activate_search("phrases")
+            self._local.decoder = decoder
+        return decoder
+
+    def warm_up(self) -> None:
+        """Build this thread's decoder now so the first utterance is not 0.3 s late."""
+        self._decoder()
+
+    def transcribe(
+        self,
+        pcm16_16k: npt.NDArray[np.int16],
+        *,
+        time_offset: float,
+        word_timestamps: bool,
+        language: str,
+    ) -> list[Segment]:
+        # Below ~0.1 s there is nothing to decode and pocketsphinx only logs warnings.
+        if len(pcm16_16k) < PCM_SAMPLE_RATE // 10:
+            return []
+        decoder = self._decoder()
+        decoder.start_utt()
+        decoder.process_raw(
+            np.ascontiguousarray(pcm16_16k, dtype=np.int16).tobytes(), full_utt=True
+        )
+        decoder.end_utt()
+        if decoder.hyp() is None:
+            return []
+        words: list[Word] = []
+        for seg in decoder.seg():
+            if _FILLER.match(seg.word):
+                continue
+            words.append(
+                Word(
+                    start_time=round(time_offset + seg.start_frame / POCKETSPHINX_FRAME_RATE, 3),
+                    end_time=round(time_offset + (seg.end_frame + 1) / POCKETSPHINX_FRAME_RATE, 3),
+                    word=_ALT_PRON.sub("", seg.word),
+                    prob=round(min(1.0, max(0.0, float(seg.prob))), 4),
+                )
+            )
+        if not words:
+            return []
+        log_prob = sum(math.log(max(w.prob or 0.0, _MIN_PROB)) for w in words) / len(words)
+        return [
+            Segment(
+                start_time=words[0].start_time,
+                end_time=words[-1].end_time,
+                text=" ".join(w.word for w in words),
+                log_prob=round(log_prob, 4),
+                word_timestamps=words if word_timestamps else [],
+                language_code=language,
+            )
+        ]

@@ -1,0 +1,299 @@
+"""A local server speaking Baseten's streaming-Whisper websocket protocol.
+
+Wire behaviour follows ``shared/docs/baseten-protocol.md`` §3, §4 and §7: the same
+routes, the gateway's auth check at the upgrade, a strict first message (1011 on any
+violation), strict 512-sample frames, server-side VAD, partials/finals, ``end_audio``
+and ``health_check``. Recognition is real (pocketsphinx by default, see ``engine.py``).
+
+Usage::
+
+    async with LocalBasetenServer(api_key="k", phrases=["book a table for two"]) as srv:
+        url = srv.url + "/environments/production/websocket"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+
+import aiohttp
+import pydantic
+from aiohttp import web
+
+from localdev.baseten.engine import PocketsphinxEngine, RecognitionEngine
+from localdev.baseten.faults import FaultPlan
+from localdev.baseten.session import FaultState, StreamSession
+from localdev.baseten.stats import ServerStats
+from plugins.baseten_stt.protocol import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INTERNAL_ERROR_REASON,
+    StreamingWhisperInput,
+)
+
+log = logging.getLogger("localdev.baseten")
+
+#: URL forms of doc §2 that carry the websocket (``/sync/...`` is for custom servers
+#: and not served).
+WEBSOCKET_ROUTES = (
+    "/v1/websocket",
+    "/environments/{env}/websocket",
+    "/deployment/{deployment_id}/websocket",
+    "/development/websocket",
+)
+#: truss server's max websocket message size.
+MAX_MESSAGE_BYTES = 100 * 1024 * 1024
+#: Two threads: the shared machine has two cores, and pocketsphinx holds the GIL only
+#: briefly, so two decodes really do run in parallel.
+DEFAULT_INFERENCE_WORKERS = 2
+
+
+class LocalBasetenServer:
+    """Async context manager running the server on loopback (``port=0`` = a free port)."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        phrases: Sequence[str] | None = None,
+        engine: RecognitionEngine | None = None,
+        faults: FaultPlan | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        inference_workers: int = DEFAULT_INFERENCE_WORKERS,
+    ) -> None:
+        """Configure the server; nothing listens until ``start()`` / ``async with``.
+
+        Args:
+            api_key: when set, upgrades need ``Authorization: Api-Key <key>`` or
+                ``Bearer <key>`` (401 otherwise). ``None`` accepts anything.
+            phrases: restrict recognition to these phrases (deterministic tests).
+                Ignored when ``engine`` is given.
+            engine: any ``RecognitionEngine``; default ``PocketsphinxEngine``.
+            faults: initial ``FaultPlan`` (default: no faults).
+            host, port: where to listen.
+            inference_workers: threads running ``engine.transcribe``.
+        """
+        self._api_key = api_key
+        self._phrases = list(phrases) if phrases else None
+        self._engine = engine
+        self._fault_state = FaultState(plan=faults or FaultPlan())
+        self._host = host
+        self._port = port
+        self._workers = inference_workers
+        self.stats = ServerStats()
+        self._executor: ThreadPoolExecutor | None = None
+        self._runner: web.AppRunner | None = None
+        self._bound_port: int | None = None
+        self._shutdown = asyncio.Event()
+        self._sessions: set[web.WebSocketResponse] = set()
+        self._changed = asyncio.Event()
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def url(self) -> str:
+        """``ws://host:port`` (append one of ``WEBSOCKET_ROUTES``)."""
+        if self._bound_port is None:
+            raise RuntimeError("server not started")
+        return f"ws://{self._host}:{self._bound_port}"
+
+    @property
+    def port(self) -> int:
+        if self._bound_port is None:
+            raise RuntimeError("server not started")
+        return self._bound_port
+
+    @property
+    def faults(self) -> FaultPlan:
+        return self._fault_state.plan
+
+    @faults.setter
+    def faults(self, plan: FaultPlan) -> None:
+        # New plan, fresh budgets; connections already open keep the old state.
+        self._fault_state = FaultState(plan=plan)
+
+    @property
+    def engine(self) -> RecognitionEngine:
+        if self._engine is None:
+            raise RuntimeError("server not started")
+        return self._engine
+
+    async def wait_for(
+        self, predicate: Callable[[ServerStats], bool], *, within_s: float = 10.0
+    ) -> ServerStats:
+        """Wait until ``predicate(stats)`` holds (re-checked on every stats change)."""
+        async with asyncio.timeout(within_s):
+            while True:
+                # Clear before checking so a change in between is not missed.
+                self._changed.clear()
+                if predicate(self.stats):
+                    break
+                await self._changed.wait()
+        return self.stats
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._workers, thread_name_prefix="baseten-asr"
+        )
+        if self._engine is None:
+            phrases = self._phrases
+            # Loading the model takes ~0.3 s: keep it off the event loop.
+            self._engine = await loop.run_in_executor(
+                self._executor, lambda: PocketsphinxEngine(phrases=phrases)
+            )
+        app = web.Application()
+        for route in WEBSOCKET_ROUTES:
+            app.router.add_route("*", route, self._handle_websocket)
+        app.router.add_route("*", "/{tail:.*}", self._handle_unknown)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self._host, self._port))
+        self._bound_port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock, shutdown_timeout=1.0).start()
+        log.info("local Baseten server listening on %s", self.url)
+
+    async def aclose(self) -> None:
+        self._shutdown.set()
+        for ws in list(self._sessions):
+            with contextlib.suppress(Exception):
+                await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    async def __aenter__(self) -> LocalBasetenServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ HTTP layer
+    def _notify(self) -> None:
+        self._changed.set()
+
+    def _authorized(self, request: web.Request) -> bool:
+        if self._api_key is None:
+            return True
+        scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() not in ("api-key", "bearer"):
+            return False
+        return hmac.compare_digest(token.strip().encode(), self._api_key.encode())
+
+    async def _handle_unknown(self, request: web.Request) -> web.Response:
+        return _json_error(
+            404,
+            f"No route {request.path!r}. Websocket routes: {', '.join(WEBSOCKET_ROUTES)}",
+        )
+
+    async def _handle_websocket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoclose=True)
+        if request.method != "GET" or not ws.can_prepare(request).ok:
+            return _json_error(
+                426,
+                "This endpoint only speaks WebSocket: open it with a GET carrying "
+                "'Upgrade: websocket' (e.g. ws://host:port/environments/production/websocket)",
+            )
+        self.stats.upgrade_attempts += 1
+        if not self._authorized(request):
+            self.stats.upgrades_rejected += 1
+            self.stats.auth_failures += 1
+            self._notify()
+            # Never echo the key (or what was sent) back.
+            return _json_error(
+                401, "Invalid or missing API key: send 'Authorization: Api-Key <key>'"
+            )
+        faults = self._fault_state
+        if faults.rejected_503 < faults.plan.reject_upgrades_with_503:
+            faults.rejected_503 += 1
+            self.stats.upgrades_rejected += 1
+            self.stats.unavailable_503 += 1
+            self._notify()
+            return _json_error(
+                503, "Model is not ready to serve requests (injected by the local server)"
+            )
+        await ws.prepare(request)
+        self.stats.connections += 1
+        self.stats.active_connections += 1
+        self._sessions.add(ws)
+        self._notify()
+        try:
+            await self._serve(ws, request, faults)
+        finally:
+            self._sessions.discard(ws)
+            self.stats.active_connections -= 1
+            self._notify()
+        return ws
+
+    async def _serve(
+        self, ws: web.WebSocketResponse, request: web.Request, faults: FaultState
+    ) -> None:
+        first = await ws.receive()
+        if first.type in (
+            aiohttp.WSMsgType.CLOSE,
+            aiohttp.WSMsgType.CLOSING,
+            aiohttp.WSMsgType.CLOSED,
+            aiohttp.WSMsgType.ERROR,
+        ):
+            self.stats.client_disconnects += 1
+            return
+        session: StreamSession | None = None
+        try:
+            if first.type != aiohttp.WSMsgType.TEXT:
+                raise ValueError(f"first message must be JSON text, got {first.type.name}")
+            config = StreamingWhisperInput.model_validate(json.loads(first.data))
+            self.stats.last_first_message = config
+            transport = request.transport
+
+            def abort() -> None:
+                if transport is not None:
+                    transport.abort()
+
+            assert self._engine is not None and self._executor is not None
+            session = StreamSession(
+                ws=ws,
+                transport_abort=abort,
+                config=config,
+                engine=self._engine,
+                executor=self._executor,
+                stats=self.stats,
+                faults=faults,
+                shutdown=self._shutdown,
+                stats_changed=self._notify,
+            )
+        except (ValueError, pydantic.ValidationError) as exc:
+            # truss: an exception escaping the handler closes 1011, no error frame.
+            log.info("rejecting first message (%s): %s", type(exc).__name__, exc)
+            self.stats.bad_first_messages += 1
+            self.stats.close_codes_sent.append(CLOSE_INTERNAL_ERROR)
+            self._notify()
+            await ws.close(code=CLOSE_INTERNAL_ERROR, message=CLOSE_INTERNAL_ERROR_REASON.encode())
+            return
+        self.stats.streams_started += 1
+        self._notify()
+        log.info("stream %s started (%s)", session.stream_id, request.path)
+        started = time.monotonic()
+        await session.run()
+        log.info("stream %s ended after %.1fs", session.stream_id, time.monotonic() - started)
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)

@@ -1,0 +1,458 @@
+"""One websocket stream: the server side of protocol doc §3-§4.
+
+After the first message has been validated, ``StreamSession.run`` reads binary audio
+and JSON control frames, drives the VAD/buffer state machine of doc §4.3 and feeds a
+single FIFO transcription worker, so results leave in the order they were queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import numpy as np
+import numpy.typing as npt
+import pydantic
+from aiohttp import web
+
+from localdev.baseten.audio import FrameDecoder
+from localdev.baseten.engine import RecognitionEngine
+from localdev.baseten.faults import FaultPlan, InjectedError
+from localdev.baseten.stats import ServerStats
+from localdev.baseten.vad import StreamingVad
+from plugins.baseten_stt.protocol import (
+    CLOSE_NORMAL,
+    PCM_SAMPLE_RATE,
+    ControlMessage,
+    Encoding,
+    EndAudioBody,
+    EndAudioReply,
+    ErrorBody,
+    ErrorFrame,
+    ErrorType,
+    HealthCheckBody,
+    HealthCheckReply,
+    StreamingWhisperInput,
+    TranscriptionResult,
+)
+
+log = logging.getLogger("localdev.baseten")
+
+#: The server clamps ``final_transcript_max_duration_s`` to 30 s (Whisper's window).
+MAX_FINAL_DURATION_S = 30
+#: Partials are dropped when more than this many transcriptions are queued (doc §4.3).
+PARTIAL_QUEUE_LIMIT = 10
+
+
+@dataclass
+class FaultState:
+    """A ``FaultPlan`` plus how much of each budget has been spent."""
+
+    plan: FaultPlan
+    rejected_503: int = 0
+    drops: int = 0
+    stalls: int = 0
+    injected: dict[int, int] = field(default_factory=dict)
+
+    def take_drop(self) -> bool:
+        if self.drops < self.plan.drop_connections:
+            self.drops += 1
+            return True
+        return False
+
+    def take_stall(self) -> bool:
+        if self.stalls < self.plan.stall_connections:
+            self.stalls += 1
+            return True
+        return False
+
+    def take_injection(self, index: int, error: InjectedError) -> bool:
+        used = self.injected.get(index, 0)
+        if used < error.connections:
+            self.injected[index] = used + 1
+            return True
+        return False
+
+
+@dataclass
+class _Job:
+    is_final: bool
+    audio: npt.NDArray[np.int16]
+    time_offset: float
+    audio_length_sec: float
+    transcription_num: int
+    end_of_audio_flush: bool
+    received_at: float
+
+
+class _Stop(Exception):
+    """The stream is over (server closed, dropped or stalled); leave the read loop."""
+
+
+class StreamSession:
+    """Server side of one stream after a valid first message."""
+
+    def __init__(
+        self,
+        *,
+        ws: web.WebSocketResponse,
+        transport_abort: Callable[[], None],
+        config: StreamingWhisperInput,
+        engine: RecognitionEngine,
+        executor: Executor,
+        stats: ServerStats,
+        faults: FaultState,
+        shutdown: asyncio.Event,
+        stats_changed: Callable[[], None],
+    ) -> None:
+        """Bind a session to an accepted websocket.
+
+        ``config`` must already be validated; ``StreamingVad`` raises ``ValueError`` for
+        bad VAD kwargs, which the caller turns into a 1011 close like truss does.
+        """
+        self._ws = ws
+        self._abort = transport_abort
+        self._config = config
+        self._engine = engine
+        self._executor = executor
+        self._stats = stats
+        self._faults = faults
+        self._shutdown = shutdown
+        self._changed = stats_changed
+        self._vad = StreamingVad(config=config.streaming_vad_config)
+        sp = config.streaming_params
+        self._decoder = FrameDecoder(encoding=sp.encoding)
+        self.stream_id = _stream_id(config.stream_id)
+        max_s = sp.final_transcript_max_duration_s
+        if max_s > MAX_FINAL_DURATION_S:
+            log.warning("final_transcript_max_duration_s=%s clamped to %s", max_s, 30)
+            max_s = MAX_FINAL_DURATION_S
+        # The real server measures the buffer as bytes / (sample_rate * bytes per
+        # sample) using the client's *declared* sample_rate, while decoding assumes
+        # 16 kHz (s16le) / 8 kHz (mu-law). Reproduce that arithmetic, quirk included.
+        enc = self._decoder.encoding or Encoding.PCM_S16LE
+        self._bytes_per_second = max(1, sp.sample_rate * (2 if enc is Encoding.PCM_S16LE else 1))
+        self._cap_bytes = max_s * self._bytes_per_second
+        self._partial_bytes = sp.partial_transcript_interval_s * self._bytes_per_second
+        self._language = _language(config.whisper_params.audio_language)
+
+        self._buffer: list[npt.NDArray[np.int16]] = []
+        self._buffer_bytes = 0
+        self._bytes_since_partial = 0
+        self._consumed_samples = 0  # 16 kHz samples before the current buffer
+        self._transcription_num = 0
+        self._frames = 0
+        self._finished = False
+        self._last_partial_at = time.monotonic()
+        self._send_lock = asyncio.Lock()
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self) -> None:
+        worker = asyncio.create_task(self._worker(), name=f"baseten-worker-{self.stream_id}")
+        try:
+            await self._read_loop(worker)
+        except _Stop:
+            pass
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker
+
+    async def _read_loop(self, worker: asyncio.Task[None]) -> None:
+        while True:
+            msg = await self._ws.receive()
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            ):
+                self._stats.client_disconnects += 1
+                self._changed()
+                return
+            if self._finished:
+                # After ``finished`` the real server has left its loop: whatever comes
+                # next ends the handler, and truss closes 1000.
+                self._stats.messages_after_finished += 1
+                await self.close(CLOSE_NORMAL)
+                return
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                await self._on_audio(msg.data, worker)
+            elif msg.type == aiohttp.WSMsgType.TEXT:
+                await self._on_text(msg.data)
+
+    # ------------------------------------------------------------------ audio
+    async def _on_audio(self, data: bytes, worker: asyncio.Task[None]) -> None:
+        self._stats.frames_received += 1
+        self._frames += 1
+        try:
+            pcm = self._decoder.decode(data)
+        except ValueError as exc:
+            self._stats.bad_frames += 1
+            self._changed()
+            await self._send_error(ErrorType.AUDIO_PROCESSING_ERROR, str(exc), recoverable=False)
+            await self.close(CLOSE_NORMAL)
+            raise _Stop from exc
+        self._stats.audio_seconds_received += len(pcm) / PCM_SAMPLE_RATE
+        self._process_frame(pcm, len(data))
+        self._changed()
+        await self._apply_faults(worker)
+
+    def _process_frame(self, pcm: npt.NDArray[np.int16], nbytes: int) -> None:
+        """The per-frame state machine of doc §4.3."""
+        if self._buffer_bytes + nbytes > self._cap_bytes:
+            # Cap reached before this frame: final if in speech, else drop silently.
+            # The frame starts the next buffer and skips the VAD.
+            self._close_buffer(final=self._vad.triggered)
+            self._append(pcm, nbytes)
+            return
+        self._append(pcm, nbytes)
+        event = self._vad(pcm)
+        if event is not None and event.kind == "start":
+            self._bytes_since_partial = 0
+        if event is not None and event.kind == "end":
+            self._close_buffer(final=True)
+        elif self._buffer_bytes >= self._cap_bytes:
+            self._close_buffer(final=self._vad.triggered)
+        elif self._config.streaming_params.enable_partial_transcripts and self._vad.triggered:
+            self._bytes_since_partial += nbytes
+            if self._bytes_since_partial >= self._partial_bytes:
+                self._bytes_since_partial = 0
+                self._queue_partial()
+
+    def _append(self, pcm: npt.NDArray[np.int16], nbytes: int) -> None:
+        self._buffer.append(pcm)
+        self._buffer_bytes += nbytes
+
+    def _buffer_audio(self) -> npt.NDArray[np.int16]:
+        if not self._buffer:
+            return np.zeros(0, dtype=np.int16)
+        return np.concatenate(self._buffer)
+
+    def _close_buffer(self, *, final: bool, end_of_audio_flush: bool = False) -> None:
+        """Queue a final of the whole buffer (or drop it) and start a new buffer."""
+        audio = self._buffer_audio()
+        if final:
+            # Finals pre-increment the counter; partials carry the current value.
+            self._transcription_num += 1
+            self._queue.put_nowait(self._job(audio, is_final=True, flush=end_of_audio_flush))
+        elif len(audio):
+            self._stats.buffers_dropped += 1
+        self._consumed_samples += len(audio)
+        self._buffer = []
+        self._buffer_bytes = 0
+        self._bytes_since_partial = 0
+
+    def _queue_partial(self) -> None:
+        if self._queue.qsize() > PARTIAL_QUEUE_LIMIT:
+            self._stats.partials_dropped += 1
+            return
+        self._queue.put_nowait(self._job(self._buffer_audio(), is_final=False, flush=False))
+
+    def _job(self, audio: npt.NDArray[np.int16], *, is_final: bool, flush: bool) -> _Job:
+        return _Job(
+            is_final=is_final,
+            audio=audio,
+            time_offset=self._consumed_samples / PCM_SAMPLE_RATE,
+            audio_length_sec=round(self._buffer_bytes / self._bytes_per_second, 4),
+            transcription_num=self._transcription_num,
+            end_of_audio_flush=flush,
+            received_at=time.monotonic(),
+        )
+
+    # ------------------------------------------------------------------ worker
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        wp = self._config.whisper_params
+        while True:
+            job = await self._queue.get()
+            try:
+                delay = self._faults.plan.inference_delay_s
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                try:
+                    segments = await loop.run_in_executor(
+                        self._executor,
+                        functools.partial(
+                            self._engine.transcribe,
+                            job.audio,
+                            time_offset=job.time_offset,
+                            word_timestamps=wp.show_word_timestamps,
+                            language=self._language,
+                        ),
+                    )
+                except Exception as exc:  # one failed task does not end the stream
+                    log.exception("transcription failed")
+                    await self._send_error(
+                        ErrorType.TRANSCRIPTION_ERROR,
+                        f"Transcription failed: {exc}",
+                        recoverable=True,
+                    )
+                    continue
+                result = TranscriptionResult(
+                    segments=segments,
+                    language_code=self._language,
+                    audio_length_sec=job.audio_length_sec,
+                    is_final=job.is_final,
+                    transcription_num=job.transcription_num,
+                    pipeline_latency=(
+                        round(time.monotonic() - job.received_at, 4)
+                        if self._config.streaming_params.include_pipeline_latency_metric
+                        else None
+                    ),
+                    is_end_of_audio_flush=True if job.end_of_audio_flush else None,
+                )
+                await self._send(result.to_wire())
+                self._count_result(result)
+            finally:
+                self._queue.task_done()
+
+    def _count_result(self, result: TranscriptionResult) -> None:
+        if result.is_final:
+            self._stats.finals_sent += 1
+            self._stats.last_final_text = result.text
+            self._stats.final_texts.append(result.text)
+            if not result.segments:
+                self._stats.empty_finals_sent += 1
+        else:
+            self._stats.partials_sent += 1
+            self._last_partial_at = time.monotonic()
+        self._changed()
+
+    # ------------------------------------------------------------------ control
+    async def _on_text(self, raw: str) -> None:
+        try:
+            control = ControlMessage.model_validate_json(raw)
+        except pydantic.ValidationError as exc:
+            self._stats.stream_errors_sent += 1
+            self._changed()
+            await self._send_error(
+                ErrorType.STREAM_ERROR,
+                f"Failed to validate text message: {_short(exc)}",
+                recoverable=True,
+            )
+            return
+        if control.type == "end_audio":
+            await self._end_audio(control)
+        elif control.type == "health_check":
+            await self._health_check(control)
+        else:
+            frame = ErrorFrame(trace_id=control.trace_id).model_dump()
+            frame["body"] = {"error": f"Unhandled message type: {control.type}"}
+            await self._send(frame)
+
+    async def _end_audio(self, control: ControlMessage) -> None:
+        self._stats.end_audio_received += 1
+        self._changed()
+        ack = EndAudioReply(trace_id=control.trace_id, body=EndAudioBody(status="acknowledged"))
+        await self._send(ack.model_dump())
+        await self._queue.join()
+        if self._vad.triggered and self._buffer:
+            self._close_buffer(final=True, end_of_audio_flush=True)
+            await self._queue.join()
+        else:
+            self._close_buffer(final=False)
+        await self._send(EndAudioReply(body=EndAudioBody(status="finished")).model_dump())
+        self._finished = True
+        self._stats.finished_sent += 1
+        self._changed()
+
+    async def _health_check(self, control: ControlMessage) -> None:
+        self._stats.health_checks += 1
+        self._changed()
+        want_interval = bool((control.body or {}).get("get_partial_interval"))
+        reply = HealthCheckReply(
+            trace_id=control.trace_id,
+            timestamp=time.time(),
+            body=HealthCheckBody(
+                healthy=True,
+                partial_interval=(
+                    round(time.monotonic() - self._last_partial_at, 4) if want_interval else None
+                ),
+            ),
+        ).model_dump()
+        if not want_interval:
+            reply["body"].pop("partial_interval", None)
+        await self._send(reply)
+
+    # ------------------------------------------------------------------ faults
+    async def _apply_faults(self, worker: asyncio.Task[None]) -> None:
+        plan = self._faults.plan
+        for index, error in enumerate(plan.inject_errors):
+            if error.after_frames == self._frames and self._faults.take_injection(index, error):
+                self._stats.errors_injected += 1
+                self._changed()
+                await self._send_error(
+                    error.error_type, error.message, recoverable=error.recoverable
+                )
+                if not error.recoverable:
+                    await self.close(CLOSE_NORMAL)
+                    raise _Stop
+        if plan.drop_after_frames == self._frames and self._faults.take_drop():
+            log.info("fault: dropping TCP connection after %d frames", self._frames)
+            self._stats.dropped_connections += 1
+            self._changed()
+            self._abort()
+            raise _Stop
+        if plan.stall_after_frames == self._frames and self._faults.take_stall():
+            log.info("fault: stalling connection after %d frames", self._frames)
+            self._stats.stalled_connections += 1
+            self._changed()
+            worker.cancel()
+            # Neither read nor answer (not even pings) until the server shuts down.
+            await self._shutdown.wait()
+            raise _Stop
+
+    # ------------------------------------------------------------------ sending
+    async def _send(self, payload: dict[str, Any]) -> None:
+        async with self._send_lock:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self._ws.send_json(payload)
+
+    async def _send_error(self, error_type: ErrorType, message: str, *, recoverable: bool) -> None:
+        body = ErrorBody(
+            error_type=error_type.value,
+            message=message,
+            stream_id=self.stream_id,
+            recoverable=recoverable,
+            timestamp=time.time(),
+        )
+        frame = ErrorFrame(body=body).model_dump()
+        frame["body"] = body.model_dump(exclude_none=True)
+        self._stats.error_frames_sent += 1
+        await self._send(frame)
+
+    async def close(self, code: int, message: bytes = b"") -> None:
+        self._stats.close_codes_sent.append(code)
+        self._changed()
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._ws.close(code=code, message=message)
+
+
+def _stream_id(requested: str | None) -> str:
+    """The chain entrypoint adopts the client's ``stream_id`` only if it is a UUID."""
+    if requested:
+        with contextlib.suppress(ValueError):
+            return str(uuid.UUID(requested))
+    return str(uuid.uuid4())
+
+
+def _language(audio_language: str) -> str:
+    # We only recognise English; "auto" detection therefore always says "en".
+    return "en" if audio_language in ("", "auto") else audio_language
+
+
+def _short(exc: pydantic.ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:3]
+    )
