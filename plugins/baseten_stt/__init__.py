@@ -1,1 +1,22 @@
-"""Baseten streaming-Whisper STT for LiveKit Agents (vendored, hardened)."""
+"""Baseten streaming-Whisper STT for LiveKit Agents (vendored, hardened).
+
+``from plugins.baseten_stt import STT`` gives a ``livekit.agents.stt.STT`` that speaks
+Baseten's websocket protocol (``protocol.py``) without ``livekit.plugins.baseten``.
+Per-final latency arrives as ``stt.on("transcript_latency", cb)`` with a
+:class:`TranscriptLatency`; counters live on ``stt.stats`` (:class:`STTStats`).
+"""
+
+from .endpoint import normalize_endpoint
+from .models import STTOptions
+from .stats import STTStats, TranscriptLatency
+from .stream import SpeechStream
+from .stt import STT
+
+__all__ = [
+    "STT",
+    "STTOptions",
+    "STTStats",
+    "SpeechStream",
+    "TranscriptLatency",
+    "normalize_endpoint",
+]

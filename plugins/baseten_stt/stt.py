@@ -1,0 +1,323 @@
+"""``STT``: the public entry point of the vendored Baseten streaming-Whisper plugin."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import weakref
+from typing import Literal
+
+import aiohttp
+from livekit import rtc
+from livekit.agents import (
+    DEFAULT_API_CONNECT_OPTIONS,
+    APIConnectOptions,
+    stt,
+    utils,
+)
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from livekit.agents.utils import AudioBuffer, is_given
+
+from .endpoint import endpoint_for_chain, endpoint_for_model, normalize_endpoint
+from .log import logger
+from .models import STTOptions
+from .protocol import Encoding
+from .stats import STTStats
+from .stream import SpeechStream
+
+STTEncoding = Literal["pcm_s16le", "pcm_mulaw"]
+EventTypes = Literal["transcript_latency"]
+
+
+class STT(stt.STT[EventTypes]):
+    """Streaming speech-to-text against a Baseten streaming-Whisper deployment."""
+
+    def __init__(
+        self,
+        *,
+        model_endpoint: str | None = None,
+        api_key: str | None = None,
+        model_id: str | None = None,
+        chain_id: str | None = None,
+        model: str = "whisper",
+        language: str = "en",
+        language_options: list[str] | None = None,
+        vad_threshold: float = 0.5,
+        vad_min_silence_duration_ms: int = 300,
+        vad_speech_pad_ms: int = 30,
+        enable_partial_transcripts: bool = True,
+        partial_transcript_interval_s: float = 0.5,
+        final_transcript_max_duration_s: int = 30,
+        show_word_timestamps: bool = True,
+        prompt: str = "",
+        encoding: STTEncoding = "pcm_s16le",
+        sample_rate: int | None = None,
+        allow_insecure: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+        replay_buffer_s: float = 35.0,
+        keepalive_interval_s: float = 5.0,
+        stall_timeout_s: float = 15.0,
+        cold_start_timeout_s: float = 360.0,
+        finish_timeout_s: float = 10.0,
+        http_session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        """Create a Baseten streaming STT (a drop-in for ``livekit.plugins.baseten.STT``).
+
+        Endpoint (first given wins): ``model_endpoint`` (any form the dashboard shows,
+        e.g. ``https://model-<id>.api.baseten.co/environments/production/predict``; it is
+        normalised to the ``wss://…/websocket`` URL), ``model_id``, ``chain_id``, then the
+        ``BASETEN_MODEL_ENDPOINT`` env var. ``api_key`` falls back to ``BASETEN_API_KEY``
+        and is only ever sent as the ``Authorization: Api-Key`` header.
+
+        Args:
+            model: only ``"whisper"`` (the Qwen3 protocol is not vendored).
+            language: Whisper ``audio_language``; ``"auto"`` detects.
+            language_options: restrict detection (needs server runtime >= v0.5.0; omitted
+                from the wire when empty).
+            vad_threshold, vad_min_silence_duration_ms, vad_speech_pad_ms: the server-side
+                VAD that decides when a final is sent (LiveKit guide defaults).
+            enable_partial_transcripts, partial_transcript_interval_s: interim results
+                and their cadence in buffered audio seconds (server default 0.5).
+            final_transcript_max_duration_s: force a final after this much speech (<= 30).
+            show_word_timestamps: word timings (needed for precise ``speech_end_time``).
+            prompt: Whisper prompt (omitted from the wire when empty).
+            encoding: ``"pcm_s16le"`` (16 kHz, 1024-byte frames) or ``"pcm_mulaw"`` (8 kHz,
+                256-byte frames); input audio of any rate is resampled to match.
+            sample_rate: accepted for compatibility; must equal the encoding's rate.
+            allow_insecure: permit plaintext ``ws://`` to non-loopback hosts.
+            ssl_context: TLS trust for ``wss://``; default: the system store
+                (``ssl.create_default_context()``, honours ``SSL_CERT_FILE``).
+            replay_buffer_s: unfinalised audio kept to replay after a drop (>= 10 s;
+                default 35 s = the server's 30 s utterance cap + 5 s in flight).
+            keepalive_interval_s: ``health_check`` cadence (keepalive and RTT probe).
+            stall_timeout_s: unanswered health checks for this long => reconnect + replay.
+            cold_start_timeout_s: total time to keep retrying 5xx/429 upgrades with
+                jittered backoff (scale-to-zero boots take minutes).
+            finish_timeout_s: wait for ``finished`` after ``end_audio``.
+            http_session: aiohttp session to use; default: the job's shared session, or
+                one owned (and closed) by this STT outside a job.
+
+        Raises:
+            ValueError: a missing key/endpoint or an invalid option (one line, naming it).
+        """
+        if model != "whisper":
+            raise ValueError(
+                "model must be 'whisper' (this plugin speaks Baseten's streaming-Whisper "
+                f"protocol), got {model!r}"
+            )
+        api_key = api_key or os.environ.get("BASETEN_API_KEY")
+        if not api_key:
+            raise ValueError(
+                "Baseten API key missing: pass api_key= or set the BASETEN_API_KEY "
+                "environment variable"
+            )
+        if any(c.isspace() for c in api_key):
+            raise ValueError(
+                "Baseten api_key contains whitespace (stray newline from a secrets file?)"
+            )
+        given = [
+            n
+            for n, v in (
+                ("model_endpoint", model_endpoint),
+                ("model_id", model_id),
+                ("chain_id", chain_id),
+            )
+            if v
+        ]
+        if len(given) > 1:
+            logger.warning(
+                "several Baseten endpoints given (%s); using %s", ", ".join(given), given[0]
+            )
+        if model_endpoint:
+            url = normalize_endpoint(model_endpoint, allow_insecure=allow_insecure)
+        elif model_id:
+            url = endpoint_for_model(model_id)
+        elif chain_id:
+            url = endpoint_for_chain(chain_id)
+        elif env := os.environ.get("BASETEN_MODEL_ENDPOINT", "").strip():
+            url = normalize_endpoint(env, allow_insecure=allow_insecure)
+        else:
+            raise ValueError(
+                "Baseten endpoint missing: pass model_endpoint=, model_id= or chain_id=, "
+                "or set the BASETEN_MODEL_ENDPOINT environment variable"
+            )
+        try:
+            enc = Encoding(encoding)
+        except ValueError:
+            raise ValueError(
+                f"encoding must be 'pcm_s16le' or 'pcm_mulaw', got {encoding!r}"
+            ) from None
+        if sample_rate is not None and sample_rate != enc.sample_rate:
+            raise ValueError(
+                f"sample_rate={sample_rate} does not match encoding {enc.value!r}, which the "
+                f"server decodes at {enc.sample_rate} Hz (input audio is resampled automatically)"
+            )
+        self._opts = STTOptions(
+            language=language,
+            language_options=list(language_options or []),
+            prompt=prompt,
+            show_word_timestamps=show_word_timestamps,
+            encoding=enc,
+            enable_partial_transcripts=enable_partial_transcripts,
+            partial_transcript_interval_s=partial_transcript_interval_s,
+            final_transcript_max_duration_s=final_transcript_max_duration_s,
+            vad_threshold=vad_threshold,
+            vad_min_silence_duration_ms=vad_min_silence_duration_ms,
+            vad_speech_pad_ms=vad_speech_pad_ms,
+            replay_buffer_s=replay_buffer_s,
+            keepalive_interval_s=keepalive_interval_s,
+            stall_timeout_s=stall_timeout_s,
+            cold_start_timeout_s=cold_start_timeout_s,
+            finish_timeout_s=finish_timeout_s,
+        )
+        self._opts.validate()
+        super().__init__(
+            capabilities=stt.STTCapabilities(
+                streaming=True,
+                interim_results=enable_partial_transcripts,
+                aligned_transcript="word" if show_word_timestamps else "chunk",
+                offline_recognize=True,
+            )
+        )
+        self._api_key = api_key
+        self._url = url
+        # Verified TLS against the system store (the official plugin disables checks).
+        self._ssl_context = ssl_context or ssl.create_default_context()
+        self._session = http_session
+        self._owns_session = False
+        self._streams: weakref.WeakSet[SpeechStream] = weakref.WeakSet()
+        self.stats = STTStats()
+
+    @property
+    def model(self) -> str:
+        return "whisper"
+
+    @property
+    def provider(self) -> str:
+        return "Baseten"
+
+    @property
+    def endpoint(self) -> str:
+        """The normalised websocket URL (carries no credentials)."""
+        return self._url
+
+    @property
+    def options(self) -> STTOptions:
+        return self._opts
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            try:
+                self._session = utils.http_context.http_session()
+            except RuntimeError:
+                # Outside a job (scripts, tests): own a session and close it in aclose().
+                self._session = aiohttp.ClientSession()
+                self._owns_session = True
+        return self._session
+
+    def stream(
+        self,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> SpeechStream:
+        opts = self._opts.replace(language=language) if is_given(language) else self._opts
+        stream = SpeechStream(
+            stt=self,
+            opts=opts,
+            conn_options=conn_options,
+            url=self._url,
+            api_key=self._api_key,
+            http_session=self._ensure_session(),
+            ssl_context=self._ssl_context,
+        )
+        self._streams.add(stream)
+        self.stats.streams += 1
+        return stream
+
+    def update_options(
+        self,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        language_options: NotGivenOr[list[str]] = NOT_GIVEN,
+        prompt: NotGivenOr[str] = NOT_GIVEN,
+        vad_threshold: NotGivenOr[float] = NOT_GIVEN,
+        vad_min_silence_duration_ms: NotGivenOr[int] = NOT_GIVEN,
+        vad_speech_pad_ms: NotGivenOr[int] = NOT_GIVEN,
+        enable_partial_transcripts: NotGivenOr[bool] = NOT_GIVEN,
+        partial_transcript_interval_s: NotGivenOr[float] = NOT_GIVEN,
+        final_transcript_max_duration_s: NotGivenOr[int] = NOT_GIVEN,
+    ) -> None:
+        """Change recognition options for new and live streams.
+
+        Live streams switch on a fresh connection at the next utterance boundary (the
+        server reads options only from the first message); unfinalised audio is replayed
+        so nothing is lost.
+        """
+        changes = {
+            k: v
+            for k, v in {
+                "language": language,
+                "language_options": list(language_options)
+                if is_given(language_options)
+                else NOT_GIVEN,
+                "prompt": prompt,
+                "vad_threshold": vad_threshold,
+                "vad_min_silence_duration_ms": vad_min_silence_duration_ms,
+                "vad_speech_pad_ms": vad_speech_pad_ms,
+                "enable_partial_transcripts": enable_partial_transcripts,
+                "partial_transcript_interval_s": partial_transcript_interval_s,
+                "final_transcript_max_duration_s": final_transcript_max_duration_s,
+            }.items()
+            if is_given(v)
+        }
+        if not changes:
+            return
+        self._opts = self._opts.replace(**changes)
+        for stream in list(self._streams):
+            stream.update_options(stream._opts.replace(**changes))
+
+    async def _recognize_impl(
+        self,
+        buffer: AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions,
+    ) -> stt.SpeechEvent:
+        """Batch recognition over one stream: push, end input, join the finals."""
+        stream = self.stream(language=language, conn_options=conn_options)
+        frames = [buffer] if isinstance(buffer, rtc.AudioFrame) else list(buffer)
+        texts: list[stt.SpeechData] = []
+        try:
+            for frame in frames:
+                stream.push_frame(frame)
+            stream.end_input()
+            async for ev in stream:
+                if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT and ev.alternatives:
+                    texts.append(ev.alternatives[0])
+        finally:
+            await stream.aclose()
+        lang = texts[0].language if texts else self._opts.language
+        return stt.SpeechEvent(
+            type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+            request_id=stream.request_id,
+            alternatives=[
+                stt.SpeechData(
+                    language=lang,  # type: ignore[arg-type]
+                    text=" ".join(t.text for t in texts),
+                    start_time=texts[0].start_time if texts else 0.0,
+                    end_time=texts[-1].end_time if texts else 0.0,
+                    confidence=(sum(t.confidence for t in texts) / len(texts)) if texts else 0.0,
+                    words=[w for t in texts for w in (t.words or [])],
+                )
+            ],
+        )
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(s.aclose() for s in list(self._streams)), return_exceptions=True)
+        self._streams.clear()
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+            self._owns_session = False
