@@ -21,8 +21,9 @@ SUPPORTED_ENCODINGS = ("pcm_s16le", "pcm_f32le", "pcm_mulaw")
 # Sample rates Cartesia documents for raw output; anything else is a 400 there too.
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 
-# Audio per websocket "chunk" message. Cartesia streams audio in chunks of a few tens of
-# milliseconds; 40 ms keeps the message count low while still streaming progressively.
+# Audio per websocket "chunk" message / bytes-body write. Cartesia does not document its
+# chunk size; 40 ms (two of the 20 ms frames LiveKit plays out) streams progressively
+# without flooding the socket with tiny JSON messages. Not measured against the real API.
 CHUNK_MS = 40
 
 _WORD_RE = re.compile(r"\S+")
