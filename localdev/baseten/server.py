@@ -153,13 +153,15 @@ class LocalBasetenServer:
         for route in WEBSOCKET_ROUTES:
             app.router.add_route("*", route, self._handle_websocket)
         app.router.add_route("*", "/{tail:.*}", self._handle_unknown)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self._host, self._port))
         self._bound_port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock, shutdown_timeout=1.0).start()
+        await web.SockSite(self._runner, sock).start()
         log.info("local Baseten server listening on %s", self.url)
 
     async def aclose(self) -> None:
