@@ -1,0 +1,570 @@
+"""Worker configuration: read the environment once, validate everything, freeze it.
+
+All validation happens here, before the worker connects anywhere. Every problem becomes
+one line naming the variable and what is expected (:class:`ConfigError` carries all of
+them); a secret's value is never part of a message. Secrets are wrapped in
+:class:`Secret` so an accidental ``repr(settings)`` cannot leak them, and every secret
+value is registered with :data:`agent.redact.REDACTOR` so no log line can carry it.
+
+``.env`` then ``.env.local`` are read only by :func:`load_dotenv_files` (called for the
+developer commands ``dev``/``console``), never in production ``start``: real environment
+variables always win over both files.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
+
+from agent.redact import REDACTOR
+
+T = TypeVar("T")
+
+# Defaults and where their numbers come from ---------------------------------------------
+#: Cheapest/fastest-TTFT OpenAI chat model that follows short-answer voice prompts well;
+#: the plugin's own default (gpt-4.1) roughly doubles first-token latency.
+DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
+#: livekit-plugins-cartesia 1.8.9 defaults (``cartesia/models.py``).
+DEFAULT_CARTESIA_MODEL = "sonic-3"
+DEFAULT_CARTESIA_VOICE = "f786b574-daa5-4673-aa0c-cbe3e8534c02"  # "Katie - Friendly Fixer"
+#: Baseten server-side Silero VAD defaults (baseten-protocol.md §3.1, streaming_vad_config),
+#: with the 30 ms speech pad the Baseten docs' recommended first message uses.
+DEFAULT_VAD_THRESHOLD = 0.5
+DEFAULT_VAD_MIN_SILENCE_MS = 300
+DEFAULT_VAD_SPEECH_PAD_MS = 30
+#: LiveKit's ``DRAIN_TIMEOUT`` (worker.py): how long SIGTERM waits for live calls.
+DEFAULT_DRAIN_TIMEOUT_S = 3600
+
+#: Whisper's language codes (openai/whisper ``tokenizer.LANGUAGES``, incl. v3's ``yue``),
+#: plus ``auto`` (Baseten: detect the language per utterance).
+_WHISPER_CODES = (
+    "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu "
+    "ta no th ur hr bg lt la mi ml cy sk te fa lv bn sr az sl kn et mk br eu is hy ne mn bs "
+    "kk sq sw gl mr pa si km sn yo so af oc ka be tg sd gu am yi lo uz fo ht ps tk nn mt sa "
+    "lb my bo tl mg as tt haw ln ha ba jw su yue"
+)
+WHISPER_LANGUAGES = frozenset(_WHISPER_CODES.split())
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+#: A prompt longer than this is almost certainly the wrong file; it would also eat the
+#: LLM's context and first-token latency on every turn.
+MAX_INSTRUCTIONS_CHARS = 20_000
+
+
+class Profile(enum.Enum):
+    """What the command about to run needs from the environment."""
+
+    #: ``start``/``dev``: model credentials and the LiveKit server credentials.
+    WORKER = "worker"
+    #: ``console``: model credentials only (no LiveKit server involved).
+    CONSOLE = "console"
+    #: nothing required (tests building a session against local stand-ins).
+    OFFLINE = "offline"
+
+
+class ConfigError(Exception):
+    """Invalid configuration: one human-readable line per problem, no secret values."""
+
+    def __init__(self, problems: list[str]) -> None:
+        """``problems``: one line each, already naming the variable."""
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Secret:
+    """A credential. ``str()``/``repr()`` never show it; :meth:`reveal` does."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        """Wrap ``value`` and register it for log redaction."""
+        self._value = value
+        REDACTOR.add_secret(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class BasetenSettings:
+    api_key: Secret
+    model_endpoint: str | None
+    language: str
+    vad_threshold: float
+    vad_min_silence_ms: int
+    vad_speech_pad_ms: int
+    partial_transcripts: bool
+    allow_insecure: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAISettings:
+    api_key: Secret
+    base_url: str | None
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class CartesiaSettings:
+    api_key: Secret
+    base_url: str | None
+    model: str
+    voice: str
+    language: str
+
+
+@dataclass(frozen=True, slots=True)
+class LiveKitSettings:
+    url: str | None
+    api_key: Secret
+    api_secret: Secret
+    agent_name: str
+    drain_timeout_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    instructions: str
+    #: where the instructions came from: "default", "env" or a file path (for the logs)
+    instructions_source: str
+    greeting: str | None
+    preemptive_generation: bool
+    #: None = LiveKit's default for the chosen detector (0.3/2.5 s with the local turn
+    #: model, 0.5/3.0 s with VAD/STT endpointing; livekit/agents/voice/turn.py)
+    min_endpointing_delay: float | None
+    max_endpointing_delay: float | None
+    turn_detection: Literal["model", "vad", "stt"]
+
+
+@dataclass(frozen=True, slots=True)
+class ObservabilitySettings:
+    log_level: str | None  # None: the command's default (INFO for start, DEBUG for dev)
+    log_transcripts: bool
+    prometheus_port: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the worker reads from the environment, validated and immutable."""
+
+    baseten: BasetenSettings
+    openai: OpenAISettings
+    cartesia: CartesiaSettings
+    livekit: LiveKitSettings
+    agent: AgentSettings
+    observability: ObservabilitySettings
+
+
+# --------------------------------------------------------------------------- parsing
+class _Reader:
+    """Reads variables from ``env`` and collects every problem instead of stopping."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def fail(self, name: str, expected: str, got: str | None = None) -> None:
+        shown = f" (got {got!r})" if got is not None else ""
+        self.problems.append(f"{name}: expected {expected}{shown}")
+
+    def parse(self, name: str, default: T, conv: Callable[[str], T], expected: str) -> T:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        try:
+            return conv(raw)
+        except ValueError:
+            self.fail(name, expected, _clip(raw))
+            return default
+
+    def secret(self, name: str, *, required: bool, what: str) -> Secret:
+        # Never echo the value, not even a wrong one: it may be a real key pasted into the
+        # wrong variable.
+        raw = self.raw(name)
+        if raw is None:
+            if required:
+                self.problems.append(f"{name}: required, but not set (expected {what})")
+            return Secret("")
+        if any(c.isspace() for c in raw) or not raw.isprintable():
+            self.problems.append(
+                f"{name}: expected a single token without spaces or control characters "
+                "(value not shown)"
+            )
+        return Secret(raw)
+
+    def string(self, name: str, default: str) -> str:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        if not raw.isprintable():
+            self.fail(name, "printable text without control characters")
+            return default
+        return raw
+
+    def boolean(self, name: str, default: bool) -> bool:
+        def conv(raw: str) -> bool:
+            low = raw.lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError(raw)
+
+        return self.parse(name, default, conv, "true/false (also 1/0, yes/no, on/off)")
+
+    def url(
+        self, name: str, *, schemes: tuple[str, ...], required: bool, example: str
+    ) -> str | None:
+        raw = self.raw(name)
+        expected = f"a URL like {example} (scheme {', '.join(schemes)})"
+        if raw is None:
+            if required:
+                self.problems.append(f"{name}: required, but not set (expected {expected})")
+            return None
+        try:
+            parts = urlsplit(raw)
+            ok = parts.scheme.lower() in schemes and bool(parts.hostname) and parts.port != 0
+            _ = parts.port  # raises ValueError on a non-numeric / out-of-range port
+        except ValueError:
+            ok = False
+        if not ok or any(c.isspace() for c in raw):
+            # URLs may embed credentials (user:pass@host): show the value redacted
+            self.fail(name, expected, _clip(REDACTOR.text(_strip_userinfo(raw))))
+            return None
+        return raw.rstrip("/")
+
+
+def _clip(value: str, limit: int = 60) -> str:
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def _strip_userinfo(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def _positive_int(lo: int, hi: int) -> Callable[[str], int]:
+    def conv(raw: str) -> int:
+        v = int(raw)
+        if not lo <= v <= hi:
+            raise ValueError(raw)
+        return v
+
+    return conv
+
+
+def _float_range(lo: float, hi: float, *, lo_open: bool = False) -> Callable[[str], float]:
+    def conv(raw: str) -> float:
+        v = float(raw)
+        if v != v or (v <= lo if lo_open else v < lo) or v > hi:  # v != v: NaN
+            raise ValueError(raw)
+        return v
+
+    return conv
+
+
+# Instructions ---------------------------------------------------------------------------
+DEFAULT_INSTRUCTIONS = """\
+You are a friendly, helpful voice assistant talking with someone over a live audio call.
+Everything you write is spoken aloud by a text-to-speech voice, so:
+- Answer in one to three short sentences. Offer more detail only if asked.
+- Use plain conversational words. No markdown, lists, headings, emojis, code or URLs.
+- Write numbers, dates and units the way people say them.
+- If you did not catch something, ask the person to repeat it.
+- If you do not know, say so briefly instead of guessing."""
+
+
+def _instructions(r: _Reader) -> tuple[str, str]:
+    """``AGENT_INSTRUCTIONS`` is literal text, ``@path``, or a path to an existing file."""
+    name = "AGENT_INSTRUCTIONS"
+    raw = r.raw(name)
+    if raw is None:
+        return DEFAULT_INSTRUCTIONS, "default"
+    path: Path | None = None
+    if raw.startswith("@"):
+        path = Path(raw[1:]).expanduser()
+    elif "\n" not in raw and len(raw) < 4096:
+        candidate = Path(raw).expanduser()
+        looks_like_path = " " not in raw and (
+            "/" in raw or candidate.suffix.lower() in {".txt", ".md", ".prompt"}
+        )
+        if candidate.is_file() or looks_like_path:
+            path = candidate
+    if path is None:
+        text, source = raw, "env"
+    else:
+        try:
+            text, source = path.read_text(encoding="utf-8").strip(), str(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = "not found" if isinstance(exc, FileNotFoundError) else type(exc).__name__
+            r.fail(name, f"text, @path or a readable UTF-8 file path ({path}: {reason})")
+            return DEFAULT_INSTRUCTIONS, "default"
+    if not text:
+        r.fail(name, "non-empty instructions" + (f" (file {path} is empty)" if path else ""))
+    elif len(text) > MAX_INSTRUCTIONS_CHARS:
+        r.fail(name, f"at most {MAX_INSTRUCTIONS_CHARS} characters (got {len(text)})")
+    return text or DEFAULT_INSTRUCTIONS, source
+
+
+# --------------------------------------------------------------------------- entry points
+def load_settings(
+    env: Mapping[str, str] | None = None, *, profile: Profile = Profile.WORKER
+) -> Settings:
+    """Validate ``env`` (default: ``os.environ``) into :class:`Settings`.
+
+    Raises :class:`ConfigError` listing every problem (one line each).
+    """
+    r = _Reader(os.environ if env is None else env)
+    needs_models = profile is not Profile.OFFLINE
+    needs_livekit = profile is Profile.WORKER
+
+    # Baseten ------------------------------------------------------------------------
+    allow_insecure = r.boolean("BASETEN_ALLOW_INSECURE", False)
+    endpoint = _baseten_endpoint(r, allow_insecure=allow_insecure, required=needs_models)
+    language = r.parse(
+        "BASETEN_LANGUAGE",
+        "en",
+        lambda s: s.lower() if s.lower() in WHISPER_LANGUAGES or s.lower() == "auto" else _bad(s),
+        "a Whisper language code such as en, de, es, or auto",
+    )
+    baseten = BasetenSettings(
+        api_key=r.secret("BASETEN_API_KEY", required=needs_models, what="your Baseten API key"),
+        model_endpoint=endpoint,
+        language=language,
+        vad_threshold=r.parse(
+            "BASETEN_VAD_THRESHOLD",
+            DEFAULT_VAD_THRESHOLD,
+            _float_range(0.0, 1.0, lo_open=True),
+            "a speech probability between 0 and 1 (0 < x <= 1)",
+        ),
+        vad_min_silence_ms=r.parse(
+            "BASETEN_VAD_MIN_SILENCE_MS",
+            DEFAULT_VAD_MIN_SILENCE_MS,
+            _positive_int(1, 30_000),
+            "whole milliseconds between 1 and 30000",
+        ),
+        vad_speech_pad_ms=r.parse(
+            "BASETEN_VAD_SPEECH_PAD_MS",
+            DEFAULT_VAD_SPEECH_PAD_MS,
+            _positive_int(0, 5_000),
+            "whole milliseconds between 0 and 5000",
+        ),
+        partial_transcripts=r.boolean("BASETEN_PARTIAL_TRANSCRIPTS", True),
+        allow_insecure=allow_insecure,
+    )
+
+    # OpenAI-compatible LLM ----------------------------------------------------------
+    openai = OpenAISettings(
+        api_key=r.secret(
+            "OPENAI_API_KEY",
+            required=needs_models,
+            what="your OpenAI API key, or any token your OPENAI_BASE_URL server accepts",
+        ),
+        base_url=r.url(
+            "OPENAI_BASE_URL",
+            schemes=("https", "http"),
+            required=False,
+            example="https://api.openai.com/v1",
+        ),
+        model=r.string("OPENAI_MODEL", DEFAULT_OPENAI_MODEL),
+    )
+
+    # Cartesia TTS -------------------------------------------------------------------
+    cartesia = CartesiaSettings(
+        api_key=r.secret("CARTESIA_API_KEY", required=needs_models, what="your Cartesia API key"),
+        base_url=r.url(
+            "CARTESIA_BASE_URL",
+            schemes=("https", "http"),
+            required=False,
+            example="https://api.cartesia.ai",
+        ),
+        model=r.string("CARTESIA_MODEL", DEFAULT_CARTESIA_MODEL),
+        voice=r.string("CARTESIA_VOICE", DEFAULT_CARTESIA_VOICE),
+        language=r.parse(
+            "CARTESIA_LANGUAGE",
+            "en",
+            lambda s: s.lower() if _is_lang_tag(s) else _bad(s),
+            "a language code such as en, de, fr",
+        ),
+    )
+
+    # LiveKit ------------------------------------------------------------------------
+    agent_name = r.string("LIVEKIT_AGENT_NAME", "")
+    if agent_name and (len(agent_name) > 128 or any(c.isspace() for c in agent_name)):
+        r.fail("LIVEKIT_AGENT_NAME", "a name without spaces, at most 128 characters")
+        agent_name = ""
+    livekit = LiveKitSettings(
+        url=r.url(
+            "LIVEKIT_URL",
+            schemes=("wss", "ws", "https", "http"),
+            required=needs_livekit,
+            example="wss://<project>.livekit.cloud",
+        ),
+        api_key=r.secret(
+            "LIVEKIT_API_KEY", required=needs_livekit, what="your LiveKit project's API key"
+        ),
+        api_secret=r.secret(
+            "LIVEKIT_API_SECRET", required=needs_livekit, what="your LiveKit project's API secret"
+        ),
+        agent_name=agent_name,
+        drain_timeout_s=r.parse(
+            "DRAIN_TIMEOUT",
+            DEFAULT_DRAIN_TIMEOUT_S,
+            _positive_int(1, 86_400),
+            "whole seconds between 1 and 86400",
+        ),
+    )
+
+    # Agent behaviour ----------------------------------------------------------------
+    instructions, instructions_source = _instructions(r)
+    # Unset delays stay None: LiveKit then applies the defaults that suit the detector.
+    min_delay = r.parse(
+        "MIN_ENDPOINTING_DELAY", None, _float_range(0.0, 30.0), "seconds between 0 and 30, e.g. 0.5"
+    )
+    max_delay = r.parse(
+        "MAX_ENDPOINTING_DELAY",
+        None,
+        _float_range(0.0, 60.0, lo_open=True),
+        "seconds greater than 0 and at most 60, e.g. 3.0",
+    )
+    if min_delay is not None and max_delay is not None and min_delay > max_delay:
+        r.problems.append(
+            f"MIN_ENDPOINTING_DELAY: expected at most MAX_ENDPOINTING_DELAY ({max_delay:g} s), "
+            f"got {min_delay:g} s"
+        )
+    turn_detection = r.parse(
+        "TURN_DETECTION",
+        "model",
+        lambda s: s.lower() if s.lower() in {"model", "vad", "stt"} else _bad(s),
+        "one of model, vad, stt",
+    )
+    greeting = r.raw("AGENT_GREETING")
+    if greeting is not None and not greeting.isprintable():
+        r.fail("AGENT_GREETING", "one line of printable text")
+        greeting = None
+    agent = AgentSettings(
+        instructions=instructions,
+        instructions_source=instructions_source,
+        greeting=greeting,
+        preemptive_generation=r.boolean("PREEMPTIVE_GENERATION", True),
+        min_endpointing_delay=min_delay,
+        max_endpointing_delay=max_delay,
+        turn_detection=turn_detection,  # type: ignore[arg-type]
+    )
+
+    # Observability ------------------------------------------------------------------
+    observability = ObservabilitySettings(
+        log_level=r.parse(
+            "LOG_LEVEL",
+            None,
+            lambda s: _log_level(s),
+            "one of " + ", ".join(LOG_LEVELS),
+        ),
+        log_transcripts=r.boolean("LOG_TRANSCRIPTS", False),
+        prometheus_port=r.parse(
+            "PROMETHEUS_PORT", None, _positive_int(1, 65_535), "a TCP port between 1 and 65535"
+        ),
+    )
+
+    if r.problems:
+        raise ConfigError(r.problems)
+    return Settings(
+        baseten=baseten,
+        openai=openai,
+        cartesia=cartesia,
+        livekit=livekit,
+        agent=agent,
+        observability=observability,
+    )
+
+
+def _baseten_endpoint(r: _Reader, *, allow_insecure: bool, required: bool) -> str | None:
+    """Normalise with the plugin's own rules, so config and plugin never disagree."""
+    # Imported here: the plugin package pulls in livekit.agents, which `--help` never needs.
+    from plugins.baseten_stt.endpoint import normalize_endpoint
+
+    name = "BASETEN_MODEL_ENDPOINT"
+    raw = r.raw(name)
+    if raw is None:
+        if required:
+            r.problems.append(
+                f"{name}: required, but not set (expected the model's wss:// URL, e.g. "
+                "wss://model-<id>.api.baseten.co/environments/production/websocket)"
+            )
+        return None
+    try:
+        return normalize_endpoint(raw, allow_insecure=allow_insecure)
+    except ValueError as exc:
+        # the plugin's message is one line and already strips userinfo/query from the URL
+        r.problems.append(f"{name}: {REDACTOR.text(str(exc).splitlines()[0])}")
+        return None
+
+
+def _bad(raw: str) -> str:
+    raise ValueError(raw)
+
+
+def _is_lang_tag(s: str) -> bool:
+    head, _, tail = s.partition("-")
+    return 2 <= len(head) <= 3 and head.isalpha() and (not tail or tail.isalnum())
+
+
+def _log_level(raw: str) -> str:
+    up = raw.upper()
+    up = "WARNING" if up == "WARN" else up
+    if up not in LOG_LEVELS:
+        raise ValueError(raw)
+    return up
+
+
+def load_dotenv_files(
+    directory: Path | None = None, environ: MutableMapping[str, str] | None = None
+) -> list[Path]:
+    """Apply ``.env`` then ``.env.local`` from ``directory`` (default: cwd) to ``environ``.
+
+    Variables already set in the real environment are never overridden; ``.env.local``
+    overrides ``.env``. Returns the files that were read.
+    """
+    from dotenv import dotenv_values
+
+    environ = os.environ if environ is None else environ
+    directory = Path.cwd() if directory is None else directory
+    merged: dict[str, str] = {}
+    read: list[Path] = []
+    for name in (".env", ".env.local"):
+        path = directory / name
+        if path.is_file():
+            read.append(path)
+            merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    for key, value in merged.items():
+        environ.setdefault(key, value)
+    return read

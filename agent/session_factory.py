@@ -1,0 +1,159 @@
+"""Build the voice pipeline from settings: a pure function that tests can inspect.
+
+``build_session(settings, vad=...)`` returns the :class:`AgentSession` *and* each of its
+components, so a test can assert which plugins and options the worker would run with,
+without a room or a network connection (constructing the plugins opens no socket).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from livekit.agents import AgentSession, TurnHandlingOptions, inference
+from livekit.agents import vad as lk_vad
+from livekit.agents.voice.turn import TurnDetectionMode
+from livekit.plugins import cartesia, openai
+
+from agent.assistant import Assistant
+from agent.config import Settings
+from agent.logs import get_logger
+from plugins.baseten_stt import STT
+
+log = get_logger("agent.session")
+
+#: The local end-of-turn model LiveKit ships in-process (``livekit.local_inference``):
+#: no network, no job context, no inference subprocess. Pinned explicitly because the
+#: unpinned default picks the *cloud* ``v1`` model whenever LIVEKIT_DEV_MODE is set
+#: (dev/console), which would need LiveKit Inference credentials and network.
+LOCAL_TURN_DETECTOR_VERSION: Final = "v1-mini"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionParts:
+    """The session and the components it was built from."""
+
+    session: AgentSession[Any]
+    stt: STT
+    llm: openai.LLM
+    tts: cartesia.TTS
+    vad: lk_vad.VAD
+    turn_detection: TurnDetectionMode
+    turn_handling: TurnHandlingOptions
+
+
+def local_turn_detector_available() -> bool:
+    """Whether the in-process end-of-turn model can be loaded on this machine."""
+    try:
+        from livekit.local_inference import init_eot
+    except ImportError:
+        return False
+    try:
+        init_eot()  # idempotent; ~100 MB once per process, already paid by the prewarm
+    except Exception:
+        return False
+    return True
+
+
+def build_turn_detection(
+    settings: Settings, *, local_model_available: bool | None = None
+) -> TurnDetectionMode:
+    """``TURN_DETECTION=model`` -> LiveKit's local turn detector, falling back to VAD
+    endpointing (with a warning) where the model cannot load."""
+    mode = settings.agent.turn_detection
+    if mode != "model":
+        return mode
+    if local_model_available is None:
+        local_model_available = local_turn_detector_available()
+    if not local_model_available:
+        log.warning(
+            "local turn detector unavailable; falling back to VAD endpointing",
+            turn_detection="vad",
+        )
+        return "vad"
+    return inference.TurnDetector(version=LOCAL_TURN_DETECTOR_VERSION)
+
+
+def build_turn_handling(
+    settings: Settings, turn_detection: TurnDetectionMode
+) -> TurnHandlingOptions:
+    a = settings.agent
+    endpointing: dict[str, float] = {}
+    # Unset delays stay absent so LiveKit applies the defaults that match the detector
+    # (0.3/2.5 s for the streaming local model, 0.5/3.0 s otherwise; voice/turn.py).
+    if a.min_endpointing_delay is not None:
+        endpointing["min_delay"] = a.min_endpointing_delay
+    if a.max_endpointing_delay is not None:
+        endpointing["max_delay"] = a.max_endpointing_delay
+    return TurnHandlingOptions(
+        turn_detection=turn_detection,
+        endpointing=endpointing,  # type: ignore[typeddict-item]
+        preemptive_generation={"enabled": a.preemptive_generation},
+    )
+
+
+def build_stt(settings: Settings) -> STT:
+    b = settings.baseten
+    return STT(
+        model_endpoint=b.model_endpoint,
+        api_key=b.api_key.reveal(),
+        language=b.language,
+        vad_threshold=b.vad_threshold,
+        vad_min_silence_duration_ms=b.vad_min_silence_ms,
+        vad_speech_pad_ms=b.vad_speech_pad_ms,
+        enable_partial_transcripts=b.partial_transcripts,
+        allow_insecure=b.allow_insecure,
+    )
+
+
+def build_llm(settings: Settings) -> openai.LLM:
+    o = settings.openai
+    if o.base_url:
+        return openai.LLM(model=o.model, api_key=o.api_key.reveal(), base_url=o.base_url)
+    return openai.LLM(model=o.model, api_key=o.api_key.reveal())
+
+
+def build_tts(settings: Settings) -> cartesia.TTS:
+    c = settings.cartesia
+    if c.base_url:
+        return cartesia.TTS(
+            api_key=c.api_key.reveal(),
+            model=c.model,
+            voice=c.voice,
+            language=c.language,
+            base_url=c.base_url,
+        )
+    return cartesia.TTS(
+        api_key=c.api_key.reveal(), model=c.model, voice=c.voice, language=c.language
+    )
+
+
+def build_session(
+    settings: Settings,
+    *,
+    vad: lk_vad.VAD,
+    local_turn_model_available: bool | None = None,
+) -> SessionParts:
+    """Assemble STT (Baseten) -> LLM (OpenAI-compatible) -> TTS (Cartesia) with the
+    prewarmed ``vad`` and the configured turn handling. Opens no connection."""
+    turn_detection = build_turn_detection(
+        settings, local_model_available=local_turn_model_available
+    )
+    turn_handling = build_turn_handling(settings, turn_detection)
+    stt, llm, tts = build_stt(settings), build_llm(settings), build_tts(settings)
+    session: AgentSession[Any] = AgentSession(
+        stt=stt, llm=llm, tts=tts, vad=vad, turn_handling=turn_handling
+    )
+    return SessionParts(
+        session=session,
+        stt=stt,
+        llm=llm,
+        tts=tts,
+        vad=vad,
+        turn_detection=turn_detection,
+        turn_handling=turn_handling,
+    )
+
+
+def build_assistant(settings: Settings) -> Assistant:
+    return Assistant(instructions=settings.agent.instructions, greeting=settings.agent.greeting)

@@ -1,0 +1,141 @@
+"""The LiveKit worker: ``AgentServer`` wiring, per-process prewarm and the job entrypoint.
+
+Job processes are forked from LiveKit's forkserver and receive ``prewarm``/``entrypoint``
+by reference (pickled as ``agent.worker.<name>``), so both live here at module level and
+re-derive their settings from the environment the main process already validated.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import structlog
+from livekit.agents import AgentServer, JobContext, JobProcess
+from livekit.agents import vad as lk_vad
+from livekit.plugins import silero
+
+from agent.config import Profile, Settings, load_settings
+from agent.logs import configure_structlog, get_logger
+
+log = get_logger("agent.worker")
+
+#: LiveKit's default (10 s) is tight for loading Silero + the turn model + plugin imports
+#: on throttled containers (livekit/agents #1453, #2927: "process initialization timed out").
+INITIALIZE_PROCESS_TIMEOUT_S = 30.0
+
+#: Settings validated by the CLI in this process (console/thread mode runs jobs here).
+_process_settings: Settings | None = None
+
+
+def set_process_settings(settings: Settings) -> None:
+    """Record the CLI-validated settings so in-process jobs do not re-read the env."""
+    global _process_settings
+    _process_settings = settings
+
+
+def process_settings() -> Settings:
+    """Settings for this process: the CLI's, or re-read in a forked job process.
+
+    A job process inherits the main process's environment (``.env`` files already
+    applied), which was validated under the stricter WORKER profile before any process
+    was started; it only needs the model settings, hence CONSOLE here.
+    """
+    global _process_settings
+    if _process_settings is None:
+        _process_settings = load_settings(os.environ, profile=Profile.CONSOLE)
+    return _process_settings
+
+
+def prewarm(proc: JobProcess) -> None:
+    """Runs once per job process before any job: logging, settings, models."""
+    from agent.session_factory import local_turn_detector_available
+
+    configure_structlog()
+    proc.userdata["settings"] = process_settings()
+    # Silero weights ship inside the plugin wheel; loading is ~0.3 s of CPU that must not
+    # land on the first caller's turn.
+    proc.userdata["vad"] = silero.VAD.load()
+    proc.userdata["local_turn_model"] = local_turn_detector_available()
+    log.debug("job process ready", local_turn_model=proc.userdata["local_turn_model"])
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    """One call: build the pipeline, join the room, greet."""
+    from agent.session_factory import build_assistant, build_session
+    from agent.turn_metrics import attach_turn_metrics
+
+    configure_structlog()  # idempotent; covers executors that skipped prewarm
+    job_fields = {"job_id": ctx.job.id, "room": ctx.room.name}
+    # framework records of this job get the fields via LiveKit's context filter, ours via
+    # structlog's contextvars (each job has its own process, hence its own context)
+    ctx.log_context_fields = dict(job_fields)
+    structlog.contextvars.bind_contextvars(**job_fields)
+
+    userdata: dict[str, Any] = ctx.proc.userdata
+    settings: Settings = userdata.get("settings") or process_settings()
+    vad: lk_vad.VAD = userdata.get("vad") or silero.VAD.load()
+    parts = build_session(
+        settings, vad=vad, local_turn_model_available=userdata.get("local_turn_model")
+    )
+
+    # Per-turn latency log lines and Prometheus histograms. Attached before start() so
+    # the first turn is measured too; it also owns transcript logging (LOG_TRANSCRIPTS).
+    attach_turn_metrics(
+        parts.session,
+        stt=parts.stt,
+        room=ctx.room,
+        job_id=ctx.job.id,
+        log_transcripts=settings.observability.log_transcripts,
+        prometheus=settings.observability.prometheus_port is not None,
+    )
+
+    async def _log_usage(reason: str) -> None:
+        log.info("session ended", reason=reason, usage=_usage_summary(parts.session))
+
+    ctx.add_shutdown_callback(_log_usage)
+
+    log.info(
+        "starting session",
+        turn_detection=_describe_turn_detection(parts.turn_detection),
+        llm_model=settings.openai.model,
+        tts_model=settings.cartesia.model,
+        stt_language=settings.baseten.language,
+        instructions_source=settings.agent.instructions_source,
+    )
+    await parts.session.start(agent=build_assistant(settings), room=ctx.room)
+    await ctx.connect()
+
+
+def _describe_turn_detection(td: object) -> str:
+    return td if isinstance(td, str) else f"{type(td).__name__}({getattr(td, 'model', '?')})"
+
+
+def _usage_summary(session: Any) -> list[dict[str, Any]]:
+    try:
+        return [
+            {k: v for k, v in vars(u).items() if isinstance(v, int | float | str)}
+            for u in session.usage.model_usage
+        ]
+    except Exception:  # usage is best-effort diagnostics, never a reason to fail shutdown
+        return []
+
+
+def build_server(settings: Settings) -> AgentServer:
+    """The ``AgentServer`` with prewarm and the entrypoint registered.
+
+    A non-empty ``LIVEKIT_AGENT_NAME`` turns on explicit dispatch: rooms then get this
+    agent only when dispatched by name (LiveKit's ``LIVEKIT_AGENT_NAME_OVERRIDE`` wins).
+    """
+    lk = settings.livekit
+    server = AgentServer(
+        ws_url=lk.url,
+        api_key=lk.api_key.reveal() or None,
+        api_secret=lk.api_secret.reveal() or None,
+        drain_timeout=lk.drain_timeout_s,
+        initialize_process_timeout=INITIALIZE_PROCESS_TIMEOUT_S,
+        prometheus_port=settings.observability.prometheus_port,
+        setup_fnc=prewarm,
+    )
+    server.rtc_session(entrypoint, agent_name=lk.agent_name)
+    return server
