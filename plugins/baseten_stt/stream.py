@@ -383,7 +383,8 @@ class SpeechStream(stt.RecognizeStream):
         busy, measures RTT and detects a wedged server (once it has proven it answers)."""
         interval = self._opts.keepalive_interval_s
         while True:
-            await asyncio.sleep(interval)
+            # Probe first, then wait: an early reply proves the server answers health
+            # checks, which arms stall detection before anything can go wrong.
             now = time.monotonic()
             if conn.health_pending and self._health_supported:
                 oldest = min(conn.health_pending.values())
@@ -396,6 +397,7 @@ class SpeechStream(stt.RecognizeStream):
             await self._send(
                 conn, health_check_message(trace_id, time.time(), get_partial_interval=False)
             )
+            await asyncio.sleep(interval)
 
     # ------------------------------------------------------------------ receive side
     async def _recv_loop(self, conn: _Conn) -> None:
