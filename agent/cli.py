@@ -67,7 +67,11 @@ def _build_parser() -> argparse.ArgumentParser:
     console = sub.add_parser(
         "console", help="talk to the agent locally (mic/speaker, or --text), no LiveKit server"
     )
-    console.add_argument("--text", action="store_true", help="type instead of speaking")
+    console.add_argument(
+        "--text",
+        action="store_true",
+        help="chat over stdin/stdout instead of mic/speaker (no audio devices or TTY needed)",
+    )
     console.add_argument("--input-device", help="input device id or name substring")
     console.add_argument("--output-device", help="output device id or name substring")
     console.add_argument("--list-devices", action="store_true", help="list audio devices")
@@ -173,6 +177,11 @@ def _run_console(args: argparse.Namespace) -> int:
     settings = _settings_or_exit(Profile.CONSOLE)
     if settings is None:
         return EXIT_CONFIG
+    if args.text:
+        # our own stdin/stdout loop: LiveKit's text console needs PortAudio and a TTY
+        from agent import text_console
+
+        return text_console.main(settings, log_level=_log_level(args, settings, default="WARNING"))
 
     from agent.logs import RedactingFilter, configure_structlog
     from agent.worker import build_server, set_process_settings
@@ -202,7 +211,7 @@ def _run_console(args: argparse.Namespace) -> int:
         # LiveKit's console takes a device index or a name substring (typed as str)
         input_device=_device(args.input_device),
         output_device=_device(args.output_device),
-        mode="text" if args.text else "audio",
+        mode="audio",
         record=args.record,
         log_level=_log_level(args, settings, default="INFO"),
     )

@@ -140,6 +140,8 @@ class LiveKitSettings:
     api_secret: Secret
     agent_name: str
     drain_timeout_s: int
+    #: health/worker-info HTTP port; None = LiveKit's default (8081 in start, random in dev)
+    health_port: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +443,9 @@ def load_settings(
             DEFAULT_DRAIN_TIMEOUT_S,
             _positive_int(1, 86_400),
             "whole seconds between 1 and 86400",
+        ),
+        health_port=r.parse(
+            "HEALTH_PORT", None, _positive_int(1, 65_535), "a TCP port between 1 and 65535"
         ),
     )
 

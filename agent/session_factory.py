@@ -155,5 +155,25 @@ def build_session(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class TextSessionParts:
+    """A text-only session (``console --text``, tests): the same LLM and turn options."""
+
+    session: AgentSession[Any]
+    llm: openai.LLM
+
+
+def build_text_session(settings: Settings) -> TextSessionParts:
+    """The same agent without audio: no STT/TTS/VAD, so nothing dials Baseten or
+    Cartesia (a voice STT would open its websocket as soon as the session starts)."""
+    llm = build_llm(settings)
+    turn_handling = TurnHandlingOptions(
+        turn_detection="manual",
+        preemptive_generation={"enabled": settings.agent.preemptive_generation},
+    )
+    session: AgentSession[Any] = AgentSession(llm=llm, vad=None, turn_handling=turn_handling)
+    return TextSessionParts(session=session, llm=llm)
+
+
 def build_assistant(settings: Settings) -> Assistant:
     return Assistant(instructions=settings.agent.instructions, greeting=settings.agent.greeting)

@@ -18,6 +18,11 @@ from livekit.plugins import silero
 from agent.config import Profile, Settings, load_settings
 from agent.logs import configure_structlog, get_logger
 
+# Imported at module level on purpose: LiveKit plugins must register in the main process's
+# main thread, and then the forkserver preloads them once for every job process.
+from agent.session_factory import build_assistant, build_session, local_turn_detector_available
+from agent.turn_metrics import attach_turn_metrics
+
 log = get_logger("agent.worker")
 
 #: LiveKit's default (10 s) is tight for loading Silero + the turn model + plugin imports
@@ -49,8 +54,6 @@ def process_settings() -> Settings:
 
 def prewarm(proc: JobProcess) -> None:
     """Runs once per job process before any job: logging, settings, models."""
-    from agent.session_factory import local_turn_detector_available
-
     configure_structlog()
     proc.userdata["settings"] = process_settings()
     # Silero weights ship inside the plugin wheel; loading is ~0.3 s of CPU that must not
@@ -62,8 +65,6 @@ def prewarm(proc: JobProcess) -> None:
 
 async def entrypoint(ctx: JobContext) -> None:
     """One call: build the pipeline, join the room, greet."""
-    from agent.session_factory import build_assistant, build_session
-    from agent.turn_metrics import attach_turn_metrics
 
     configure_structlog()  # idempotent; covers executors that skipped prewarm
     job_fields = {"job_id": ctx.job.id, "room": ctx.room.name}
@@ -128,7 +129,9 @@ def build_server(settings: Settings) -> AgentServer:
     agent only when dispatched by name (LiveKit's ``LIVEKIT_AGENT_NAME_OVERRIDE`` wins).
     """
     lk = settings.livekit
+    port_kwargs: dict[str, Any] = {} if lk.health_port is None else {"port": lk.health_port}
     server = AgentServer(
+        **port_kwargs,
         ws_url=lk.url,
         api_key=lk.api_key.reveal() or None,
         api_secret=lk.api_secret.reveal() or None,
@@ -136,6 +139,9 @@ def build_server(settings: Settings) -> AgentServer:
         initialize_process_timeout=INITIALIZE_PROCESS_TIMEOUT_S,
         prometheus_port=settings.observability.prometheus_port,
         setup_fnc=prewarm,
+        # our own modules join the plugins in the forkserver preload: imported once, shared
+        # copy-on-write by every job process instead of re-imported per process
+        preload_modules=["agent.worker"],
     )
     server.rtc_session(entrypoint, agent_name=lk.agent_name)
     return server
