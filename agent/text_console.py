@@ -26,7 +26,7 @@ PROMPT_HINT = "Type a message and press Enter (Ctrl-D to quit)."
 def _assistant_texts(events: list[Any]) -> list[str]:
     texts: list[str] = []
     for ev in events:
-        item = getattr(ev, "item", None)
+        item: Any = getattr(ev, "item", None)
         if getattr(ev, "type", None) == "message" and getattr(item, "role", None) == "assistant":
             texts.append(item.text_content or "")
     return texts
@@ -58,7 +58,7 @@ async def run_text_console(
                 text = line.strip()
                 if not text:
                     continue
-                result = await session.run(user_input=text)
+                result: Any = await session.run(user_input=text)
                 for reply in _assistant_texts(result.events):
                     print(f"agent: {reply}", file=stdout, flush=True)
         finally:

@@ -1,0 +1,212 @@
+"""``python agent.py ...`` as users run it: help, download-files, config errors, dev's
+.env, the demo stub, the headless text console and (e2e) a real ``start`` worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from localdev.openai.server import LocalOpenAIServer
+from tests.fixtures.worker import FAKE_SECRETS, REPO, run_agent, subprocess_env, valid_env
+
+
+def test_help_needs_no_configuration() -> None:
+    run = run_agent("--help", env={}, timeout=60)
+    assert run.returncode == 0, run.output
+    for command in ("start", "dev", "console", "download-files", "demo"):
+        assert command in run.stdout
+    assert run.stderr == ""
+    assert "deprecat" not in run.output.lower()
+
+
+@pytest.mark.parametrize("command", ["start", "dev", "console"])
+def test_subcommand_help_needs_no_configuration(command: str) -> None:
+    run = run_agent(command, "--help", env={}, timeout=60)
+    assert run.returncode == 0, run.output
+    assert "usage: agent.py " + command in run.stdout
+
+
+def test_download_files_succeeds_offline_without_secrets(tmp_path: Path) -> None:
+    # any network attempt would go through a dead proxy and fail
+    dead = "http://127.0.0.1:9"
+    env = {
+        "HTTP_PROXY": dead,
+        "HTTPS_PROXY": dead,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+    }
+    run = run_agent("download-files", env=env, timeout=180)
+    assert run.returncode == 0, run.output
+    assert "all model files ready" in run.output
+    assert "model ready" in run.output and "silero" in run.output
+    assert "turn-detector-v1-mini" in run.output
+    assert "deprecat" not in run.output.lower()
+
+
+def test_start_without_baseten_key_exits_2_with_one_line() -> None:
+    env = valid_env()
+    del env["BASETEN_API_KEY"]
+    run = run_agent("start", env=env, timeout=60)
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [
+        "config error: BASETEN_API_KEY: required, but not set (expected your Baseten API key)"
+    ]
+    assert run.stdout == ""
+    assert "Traceback" not in run.output
+    for secret in FAKE_SECRETS.values():
+        assert secret not in run.output
+
+
+def test_dev_reads_dotenv_but_start_does_not(tmp_path: Path) -> None:
+    lines = [f"{k}={v}" for k, v in valid_env().items()] + ["BASETEN_VAD_SPEECH_PAD_MS=-5"]
+    (tmp_path / ".env").write_text("\n".join(lines) + "\n")
+
+    dev = run_agent("dev", env={}, cwd=tmp_path, timeout=60)
+    assert dev.returncode == 2
+    assert dev.stderr.splitlines() == [
+        "config error: BASETEN_VAD_SPEECH_PAD_MS: expected whole milliseconds between 0 and 5000 "
+        "(got '-5')"
+    ]
+
+    start = run_agent("start", env={}, cwd=tmp_path, timeout=60)
+    assert start.returncode == 2
+    assert "config error: BASETEN_API_KEY: required, but not set" in start.stderr
+    assert "BASETEN_VAD_SPEECH_PAD_MS" not in start.stderr
+
+
+def test_demo_without_localdev_says_so_in_one_line(tmp_path: Path) -> None:
+    # the Docker image layout: agent.py, agent/, plugins/, no localdev/
+    shutil.copy(REPO / "agent.py", tmp_path / "agent.py")
+    for package in ("agent", "plugins"):
+        (tmp_path / package).symlink_to(REPO / package)
+    env = subprocess_env({})
+    env["PYTHONPATH"] = ""
+    proc = subprocess.run(
+        [sys.executable, "agent.py", "demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "the demo needs a source checkout (localdev/ is not installed here)"
+    ]
+
+
+async def test_console_text_works_headless() -> None:
+    """stdin/stdout pipes, no TTY, no audio devices, no LiveKit server."""
+    async with LocalOpenAIServer(
+        replies=["Sure, I can help with that.", "Goodbye for now."],
+        api_key=FAKE_SECRETS["OPENAI_API_KEY"],
+    ) as srv:
+        env = subprocess_env(valid_env(OPENAI_BASE_URL=srv.base_url, AGENT_GREETING="Hello!"))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(REPO / "agent.py"),
+            "console",
+            "--text",
+            cwd=REPO,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(
+            proc.communicate(b"Can you help me?\n\nThanks, bye.\n"), timeout=120
+        )
+    out, err = stdout.decode(), stderr.decode()
+    assert proc.returncode == 0, err
+    assert out.splitlines() == [
+        "agent: Hello!",
+        "agent: Sure, I can help with that.",
+        "agent: Goodbye for now.",
+    ]
+    assert [r["messages"][-1]["content"] for r in srv.requests] == [
+        "Can you help me?",
+        "Thanks, bye.",
+    ]
+    for secret in FAKE_SECRETS.values():
+        assert secret not in out + err
+
+
+# ----------------------------------------------------------------------------- e2e
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _health(port: int) -> int | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+@pytest.mark.e2e
+def test_start_runs_a_production_worker_and_drains_on_sigterm() -> None:
+    from localdev.livekit_server import LocalLiveKitServer
+
+    with LocalLiveKitServer(
+        api_key=FAKE_SECRETS["LIVEKIT_API_KEY"], api_secret=FAKE_SECRETS["LIVEKIT_API_SECRET"]
+    ) as lk:
+        health_port = _free_port()
+        env = valid_env(**lk.env(), HEALTH_PORT=str(health_port), LIVEKIT_AGENT_NAME="e2e-agent")
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "agent.py"), "start"],
+            cwd=REPO,
+            env=subprocess_env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            registered = False
+            while time.monotonic() < deadline and proc.poll() is None:
+                if _health(health_port) == 200:
+                    registered = True
+                    break
+                time.sleep(0.5)
+            assert registered, "worker health endpoint never answered 200"
+            # let the worker register and warm its idle processes before draining
+            time.sleep(3)
+            proc.send_signal(signal.SIGTERM)
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, stderr
+    lines = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    messages = [line["message"] for line in lines]
+    assert "starting worker" in messages
+    registered_line = next(line for line in lines if line["message"] == "registered worker")
+    assert registered_line["agent_name"] == "e2e-agent"  # explicit dispatch
+    assert "draining worker" in messages
+    assert all({"timestamp", "level", "logger", "message"} <= set(line) for line in lines)
+    # one line per record: no duplicate handler
+    keys = [(line["timestamp"], line["message"], line.get("pid")) for line in lines]
+    assert len(keys) == len(set(keys))
+    for secret in FAKE_SECRETS.values():
+        assert secret not in stdout + stderr
+    assert "deprecat" not in (stdout + stderr).lower()
+    assert os.environ.get("LIVEKIT_DEV_MODE") is None
