@@ -91,7 +91,9 @@ class _Conn:
     opened_at: float = field(default_factory=time.monotonic)
     finalised_s: float = 0.0  # connection-relative end of audio covered by finals
     got_message: bool = False
+    last_rx: float = field(default_factory=time.monotonic)  # any frame from the server
     end_sent: bool = False
+    end_sent_at: float = 0.0
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     last_error: str | None = None
     health_pending: dict[str, float] = field(default_factory=dict)
@@ -327,15 +329,36 @@ class SpeechStream(stt.RecognizeStream):
             self._input_done = True
             self._report_usage(final=True)
         conn.end_sent = True
+        conn.end_sent_at = time.monotonic()
         await self._send(conn, end_audio_message())
-        try:
-            await asyncio.wait_for(conn.finished.wait(), self._opts.finish_timeout_s)
-        except TimeoutError:
-            logger.warning(
-                "baseten did not confirm end of audio within %.1f s; closing",
-                self._opts.finish_timeout_s,
-                extra={"request_id": self._request_id},
-            )
+        await self._await_finished(conn)
+
+    async def _await_finished(self, conn: _Conn) -> None:
+        """Wait for ``finished`` while the server keeps making progress.
+
+        The server first works through its queue (slow inference can take a while), so
+        the timeout counts from the newest server frame, not from ``end_audio``. If it
+        goes quiet with an utterance still open, its words exist only in our replay
+        buffer: resume on a new connection instead of dropping them.
+        """
+        timeout = self._opts.finish_timeout_s
+        while not conn.finished.is_set():
+            idle_since = max(conn.last_rx, conn.end_sent_at)
+            remaining = idle_since + timeout - time.monotonic()
+            if remaining <= 0:
+                if self._speaking:
+                    raise _ConnectionLost(
+                        f"no reply to end_audio for {timeout:g} s with an utterance open",
+                        kind="stall",
+                    )
+                logger.warning(
+                    "baseten did not confirm end of audio within %.1f s; closing",
+                    timeout,
+                    extra={"request_id": self._request_id},
+                )
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.finished.wait(), remaining)
 
     async def _drain_pending(self, conn: _Conn, *, pad: bool) -> None:
         n = self._frame_samples
@@ -387,8 +410,12 @@ class SpeechStream(stt.RecognizeStream):
             # checks, which arms stall detection before anything can go wrong.
             now = time.monotonic()
             if conn.health_pending and self._health_supported:
+                # Stalled = a probe unanswered AND nothing else heard for the whole
+                # window: a server busy sending results (e.g. draining its queue after
+                # end_audio) is alive even if it answers probes late.
                 oldest = min(conn.health_pending.values())
-                if now - oldest > self._opts.stall_timeout_s:
+                quiet = now - conn.last_rx
+                if min(now - oldest, quiet) > self._opts.stall_timeout_s:
                     raise _ConnectionLost(
                         f"no health_check reply for {now - oldest:.1f} s", kind="stall"
                     )
@@ -404,6 +431,7 @@ class SpeechStream(stt.RecognizeStream):
         ws = conn.ws
         while True:
             msg = await ws.receive()
+            conn.last_rx = time.monotonic()
             if msg.type == aiohttp.WSMsgType.TEXT:
                 self._handle_text(conn, msg.data)
                 if conn.finished.is_set():

@@ -1,0 +1,204 @@
+"""Every fault the local server injects: zero words lost, no final duplicated."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from livekit.agents import APIConnectionError, APIStatusError
+from livekit.agents import stt as lk_stt
+
+from localdev.baseten.faults import FaultPlan, InjectedError
+from plugins.baseten_stt import STT
+from plugins.baseten_stt.models import STTOptions
+from plugins.baseten_stt.protocol import ErrorType
+from tests.fixtures.baseten import TEST_PHRASES
+from tests.fixtures.plugin import plugin_speech, run_stt
+
+E = lk_stt.SpeechEventType
+KEY = "fault-key-21c7"
+ROUTE = "/environments/production/websocket"
+TWO = [TEST_PHRASES[0], TEST_PHRASES[2]]  # ~0.3-1.6 s and ~2.5-3.7 s of stream time
+
+
+def make_stt(srv, **kw) -> STT:  # type: ignore[no-untyped-def]
+    kw.setdefault("keepalive_interval_s", 0.3)
+    kw.setdefault("stall_timeout_s", 1.5)
+    return STT(api_key=KEY, model_endpoint=srv.url + ROUTE, **kw)
+
+
+async def transcribe(srv, **kw):  # type: ignore[no-untyped-def]
+    stt = make_stt(srv, **kw)
+    pcm, onsets = plugin_speech(TWO)
+    run = await run_stt(stt, pcm)
+    await stt.aclose()
+    return stt, run, onsets
+
+
+def assert_all_words_once(run, onsets) -> None:  # type: ignore[no-untyped-def]
+    assert run.error is None, run.error
+    assert run.finals == TWO  # nothing lost, nothing twice
+    types = [t for t in run.types if t != E.RECOGNITION_USAGE]
+    assert types.count(E.START_OF_SPEECH) == types.count(E.END_OF_SPEECH) == 2
+    # timestamps stay on one continuous stream timeline across connections
+    for ev, onset in zip(run.of(E.FINAL_TRANSCRIPT), onsets, strict=True):
+        assert abs(ev.alternatives[0].start_time - onset) < 0.5
+
+
+async def test_503_upgrades_are_retried_with_backoff(baseten_server) -> None:  # type: ignore[no-untyped-def]
+    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv.faults = FaultPlan(reject_upgrades_with_503=3)
+    stt, run, onsets = await transcribe(srv)
+    assert_all_words_once(run, onsets)
+    assert srv.stats.unavailable_503 == 3 and stt.stats.handshake_retries == 3
+    assert srv.stats.connections == 1
+
+
+async def test_503_beyond_the_cold_start_budget_is_a_retryable_error(baseten_server) -> None:  # type: ignore[no-untyped-def]
+    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv.faults = FaultPlan(reject_upgrades_with_503=10_000)
+    stt = make_stt(srv, cold_start_timeout_s=1.0)
+    pcm, _ = plugin_speech([TEST_PHRASES[0]])
+    from livekit.agents import APIConnectOptions
+
+    stream = stt.stream(conn_options=APIConnectOptions(max_retry=0, timeout=5))
+    stream.push_frame(
+        __import__("livekit.rtc", fromlist=["AudioFrame"]).AudioFrame(
+            pcm[:1600].tobytes(), 16000, 1, 1600
+        )
+    )
+    with pytest.raises(APIStatusError) as info:
+        async for _ in stream:
+            pass
+    await stt.aclose()
+    assert info.value.status_code == 503 and info.value.retryable
+    assert "cold_start_timeout_s" in info.value.message
+    assert stt.stats.handshake_retries >= 2
+
+
+@pytest.mark.parametrize("drops", [1, 2])
+async def test_tcp_drop_mid_utterance_replays_unfinalised_audio(baseten_server, drops) -> None:  # type: ignore[no-untyped-def]
+    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv.faults = FaultPlan(drop_after_frames=35, drop_connections=drops)  # 1.1 s: mid-word
+    stt, run, onsets = await transcribe(srv)
+    assert_all_words_once(run, onsets)
+    assert srv.stats.dropped_connections == drops
+    assert stt.stats.reconnects == drops and stt.stats.replayed_frames >= 35 * drops
+    assert srv.stats.bad_frames == 0
+
+
+async def test_drop_between_utterances_does_not_repeat_the_first(baseten_server) -> None:  # type: ignore[no-untyped-def]
+    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv.faults = FaultPlan(drop_after_frames=75)  # 2.4 s: after the first final
+    stt, run, onsets = await transcribe(srv)
+    assert_all_words_once(run, onsets)
+    assert stt.stats.reconnects == 1
+    # only the unfinalised tail was replayed, not the whole first utterance
+    assert stt.stats.replayed_frames < 75
+
+
+async def test_stalled_server_is_detected_and_replayed(baseten_server) -> None:  # type: ignore[no-untyped-def]
+    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv.faults = FaultPlan(stall_after_frames=40)
+    stt, run, onsets = await transcribe(srv)
+    assert_all_words_once(run, onsets)
+    assert srv.stats.stalled_connections == 1
+    assert stt.stats.stalls == 1 and stt.stats.reconnects == 1
+
+
+async def test_slow_inference_loses_nothing_and_shows_in_latency(baseten_server) -> None:  # type: ignore[no-untyped-def]
+    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv.faults = FaultPlan(inference_delay_s=1.0)
+    stt = make_stt(srv)
+    lats: list[float] = []
+    stt.on("transcript_latency", lambda lat: lats.append(lat.latency_s))
+    pcm, onsets = plugin_speech(TWO)
+    run = await run_stt(stt, pcm)
+    await stt.aclose()
+    assert_all_words_once(run, onsets)
+    assert stt.stats.reconnects == 0
+    assert len(lats) == 2 and min(lats) >= 1.0
+
+
+async def test_recoverable_error_frames_are_counted_not_fatal(baseten_server) -> None:  # type: ignore[no-untyped-def]
+    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv.faults = FaultPlan(
+        inject_errors=[InjectedError(after_frames=20), InjectedError(after_frames=90)]
+    )
+    stt, run, onsets = await transcribe(srv)
+    assert_all_words_once(run, onsets)
+    assert srv.stats.errors_injected == 2
+    assert stt.stats.recoverable_errors == 2
+    assert stt.stats.fatal_errors == 0 and stt.stats.reconnects == 0
+
+
+async def test_fatal_error_frame_reconnects_and_replays(baseten_server) -> None:  # type: ignore[no-untyped-def]
+    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv.faults = FaultPlan(
+        inject_errors=[
+            InjectedError(
+                after_frames=35,
+                error_type=ErrorType.AUDIO_PROCESSING_ERROR,
+                recoverable=False,
+                message="Injected fault: audio pipeline died",
+            )
+        ]
+    )
+    stt, run, onsets = await transcribe(srv)
+    assert_all_words_once(run, onsets)
+    assert stt.stats.fatal_errors == 1 and stt.stats.reconnects == 1
+
+
+async def test_persistent_fatal_errors_end_in_an_api_error(baseten_server) -> None:  # type: ignore[no-untyped-def]
+    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv.faults = FaultPlan(
+        inject_errors=[
+            InjectedError(after_frames=10, recoverable=False, message="boom", connections=99)
+        ]
+    )
+    stt, run, _ = await transcribe(srv)
+    assert isinstance(run.error, APIConnectionError)
+    assert "boom" in str(run.error)
+
+
+async def test_401_is_non_retryable_and_names_the_cause(baseten_server) -> None:  # type: ignore[no-untyped-def]
+    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    stt = STT(api_key="wrong-key-77aa", model_endpoint=srv.url + ROUTE)
+    errors: list[object] = []
+    stt.on("error", errors.append)
+    pcm, _ = plugin_speech([TEST_PHRASES[0]])
+    run = await run_stt(stt, pcm)
+    await stt.aclose()
+    err = run.error
+    assert isinstance(err, APIStatusError)
+    assert err.status_code == 401 and not err.retryable
+    assert "401" in str(err) and "API key" in str(err)
+    assert "wrong-key-77aa" not in repr(err) + str(err)
+    assert err.__cause__ is None  # aiohttp's request info (with headers) is not chained
+    assert srv.stats.auth_failures == 1  # not retried
+    assert len(errors) == 1
+
+
+async def test_schema_rejection_1011_is_non_retryable(
+    baseten_server,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    # A deployment speaking another schema generation rejects our first message (Gen A
+    # key here) with 1011, exactly like the local server's strict validation.
+    original = STTOptions.first_message
+
+    def gen_a(self: STTOptions) -> str:
+        msg = json.loads(original(self))
+        msg["vad_params"] = {"threshold": 0.5}
+        return json.dumps(msg)
+
+    monkeypatch.setattr(STTOptions, "first_message", gen_a)
+    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    stt = make_stt(srv)
+    pcm, _ = plugin_speech([TEST_PHRASES[0]])
+    run = await run_stt(stt, pcm)
+    await stt.aclose()
+    err = run.error
+    assert isinstance(err, APIStatusError) and not err.retryable
+    assert err.status_code == 1011 and "schema" in err.message
+    assert srv.stats.bad_first_messages == 1 and srv.stats.connections == 1
