@@ -256,3 +256,28 @@ def test_start_with_bad_secret_never_echoes_it() -> None:
     ]
     assert FAKE_SECRETS["OPENAI_API_KEY"] not in run.output
     assert "Traceback" not in run.output
+
+
+# ----------------------------------------------------------------------- .env.example
+def test_env_example_documents_every_variable_with_the_real_defaults() -> None:
+    import re
+
+    from dotenv import dotenv_values
+
+    import agent.config as config_module
+
+    example_path = Path(config_module.__file__).resolve().parents[1] / ".env.example"
+    text = example_path.read_text()
+    read_by_code = set(
+        re.findall(r'"([A-Z][A-Z0-9]*_[A-Z0-9_]+)"', Path(config_module.__file__).read_text())
+    )
+    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE))
+    assert read_by_code <= documented, sorted(read_by_code - documented)
+
+    # the uncommented values in the example are the code's defaults: loading the example
+    # (secrets and endpoints filled in) gives the same settings as not setting them at all
+    example = {k: v for k, v in dotenv_values(example_path).items() if v}
+    example.pop("LIVEKIT_URL")  # a placeholder
+    from_example = load_settings(valid_env(**example))
+    from_defaults = load_settings(valid_env())
+    assert from_example == from_defaults
