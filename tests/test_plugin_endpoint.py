@@ -164,7 +164,7 @@ def test_invalid_constructor_values_name_the_parameter(
     base: dict[str, object] = {"api_key": "k", "model_endpoint": f"wss://{H}/v1/websocket"}
     base.update(kwargs)
     with pytest.raises(ValueError) as info:
-        STT(**base)  # type: ignore[arg-type]
+        STT(**base)
     assert needle in str(info.value)
     assert "\n" not in str(info.value)
 

@@ -21,13 +21,13 @@ ROUTE = "/environments/production/websocket"
 TWO = [TEST_PHRASES[0], TEST_PHRASES[2]]  # ~0.3-1.6 s and ~2.5-3.7 s of stream time
 
 
-def make_stt(srv, **kw) -> STT:  # type: ignore[no-untyped-def]
+def make_stt(srv, **kw) -> STT:
     kw.setdefault("keepalive_interval_s", 0.3)
     kw.setdefault("stall_timeout_s", 1.5)
     return STT(api_key=KEY, model_endpoint=srv.url + ROUTE, **kw)
 
 
-async def transcribe(srv, **kw):  # type: ignore[no-untyped-def]
+async def transcribe(srv, **kw):
     stt = make_stt(srv, **kw)
     pcm, onsets = plugin_speech(TWO)
     run = await run_stt(stt, pcm)
@@ -35,7 +35,7 @@ async def transcribe(srv, **kw):  # type: ignore[no-untyped-def]
     return stt, run, onsets
 
 
-def assert_all_words_once(run, onsets) -> None:  # type: ignore[no-untyped-def]
+def assert_all_words_once(run, onsets) -> None:
     assert run.error is None, run.error
     assert run.finals == TWO  # nothing lost, nothing twice
     types = [t for t in run.types if t != E.RECOGNITION_USAGE]
@@ -45,7 +45,7 @@ def assert_all_words_once(run, onsets) -> None:  # type: ignore[no-untyped-def]
         assert abs(ev.alternatives[0].start_time - onset) < 0.5
 
 
-async def test_503_upgrades_are_retried_with_backoff(baseten_server) -> None:  # type: ignore[no-untyped-def]
+async def test_503_upgrades_are_retried_with_backoff(baseten_server) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     srv.faults = FaultPlan(reject_upgrades_with_503=3)
     stt, run, onsets = await transcribe(srv)
@@ -54,7 +54,7 @@ async def test_503_upgrades_are_retried_with_backoff(baseten_server) -> None:  #
     assert srv.stats.connections == 1
 
 
-async def test_503_beyond_the_cold_start_budget_is_a_retryable_error(baseten_server) -> None:  # type: ignore[no-untyped-def]
+async def test_503_beyond_the_cold_start_budget_is_a_retryable_error(baseten_server) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     srv.faults = FaultPlan(reject_upgrades_with_503=10_000)
     stt = make_stt(srv, cold_start_timeout_s=1.0)
@@ -77,7 +77,7 @@ async def test_503_beyond_the_cold_start_budget_is_a_retryable_error(baseten_ser
 
 
 @pytest.mark.parametrize("drops", [1, 2])
-async def test_tcp_drop_mid_utterance_replays_unfinalised_audio(baseten_server, drops) -> None:  # type: ignore[no-untyped-def]
+async def test_tcp_drop_mid_utterance_replays_unfinalised_audio(baseten_server, drops) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     srv.faults = FaultPlan(drop_after_frames=35, drop_connections=drops)  # 1.1 s: mid-word
     stt, run, onsets = await transcribe(srv)
@@ -87,7 +87,7 @@ async def test_tcp_drop_mid_utterance_replays_unfinalised_audio(baseten_server, 
     assert srv.stats.bad_frames == 0
 
 
-async def test_drop_between_utterances_does_not_repeat_the_first(baseten_server) -> None:  # type: ignore[no-untyped-def]
+async def test_drop_between_utterances_does_not_repeat_the_first(baseten_server) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     srv.faults = FaultPlan(drop_after_frames=75)  # 2.4 s: after the first final
     stt, run, onsets = await transcribe(srv)
@@ -97,7 +97,7 @@ async def test_drop_between_utterances_does_not_repeat_the_first(baseten_server)
     assert stt.stats.replayed_frames < 75
 
 
-async def test_stalled_server_is_detected_and_replayed(baseten_server) -> None:  # type: ignore[no-untyped-def]
+async def test_stalled_server_is_detected_and_replayed(baseten_server) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     srv.faults = FaultPlan(stall_after_frames=40)
     stt, run, onsets = await transcribe(srv)
@@ -106,7 +106,7 @@ async def test_stalled_server_is_detected_and_replayed(baseten_server) -> None: 
     assert stt.stats.stalls == 1 and stt.stats.reconnects == 1
 
 
-async def test_slow_inference_loses_nothing_and_shows_in_latency(baseten_server) -> None:  # type: ignore[no-untyped-def]
+async def test_slow_inference_loses_nothing_and_shows_in_latency(baseten_server) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     srv.faults = FaultPlan(inference_delay_s=1.0)
     stt = make_stt(srv)
@@ -120,7 +120,7 @@ async def test_slow_inference_loses_nothing_and_shows_in_latency(baseten_server)
     assert len(lats) == 2 and min(lats) >= 1.0
 
 
-async def test_recoverable_error_frames_are_counted_not_fatal(baseten_server) -> None:  # type: ignore[no-untyped-def]
+async def test_recoverable_error_frames_are_counted_not_fatal(baseten_server) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     srv.faults = FaultPlan(
         inject_errors=[InjectedError(after_frames=20), InjectedError(after_frames=90)]
@@ -132,7 +132,7 @@ async def test_recoverable_error_frames_are_counted_not_fatal(baseten_server) ->
     assert stt.stats.fatal_errors == 0 and stt.stats.reconnects == 0
 
 
-async def test_fatal_error_frame_reconnects_and_replays(baseten_server) -> None:  # type: ignore[no-untyped-def]
+async def test_fatal_error_frame_reconnects_and_replays(baseten_server) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     srv.faults = FaultPlan(
         inject_errors=[
@@ -149,19 +149,19 @@ async def test_fatal_error_frame_reconnects_and_replays(baseten_server) -> None:
     assert stt.stats.fatal_errors == 1 and stt.stats.reconnects == 1
 
 
-async def test_persistent_fatal_errors_end_in_an_api_error(baseten_server) -> None:  # type: ignore[no-untyped-def]
+async def test_persistent_fatal_errors_end_in_an_api_error(baseten_server) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     srv.faults = FaultPlan(
         inject_errors=[
             InjectedError(after_frames=10, recoverable=False, message="boom", connections=99)
         ]
     )
-    stt, run, _ = await transcribe(srv)
+    _, run, _ = await transcribe(srv)
     assert isinstance(run.error, APIConnectionError)
     assert "boom" in str(run.error)
 
 
-async def test_401_is_non_retryable_and_names_the_cause(baseten_server) -> None:  # type: ignore[no-untyped-def]
+async def test_401_is_non_retryable_and_names_the_cause(baseten_server) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     stt = STT(api_key="wrong-key-77aa", model_endpoint=srv.url + ROUTE)
     errors: list[object] = []
@@ -181,7 +181,7 @@ async def test_401_is_non_retryable_and_names_the_cause(baseten_server) -> None:
 
 async def test_schema_rejection_1011_is_non_retryable(
     baseten_server,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A deployment speaking another schema generation rejects our first message (Gen A
     # key here) with 1011, exactly like the local server's strict validation.

@@ -22,7 +22,7 @@ ROUTE = "/environments/production/websocket"
 TWO = [TEST_PHRASES[0], TEST_PHRASES[2]]  # "book a table for two", "hello how are you"
 
 
-def make_stt(srv, **kw) -> STT:  # type: ignore[no-untyped-def]
+def make_stt(srv, **kw) -> STT:
     kw.setdefault("keepalive_interval_s", 0.5)
     kw.setdefault("stall_timeout_s", 3.0)
     return STT(api_key=KEY, model_endpoint=srv.url + ROUTE, **kw)
@@ -49,7 +49,7 @@ def assert_utterance_grammar(types: list[lk_stt.SpeechEventType]) -> None:
     assert not speaking, types
 
 
-async def test_transcribes_with_ordered_events_usage_and_latency(baseten_server) -> None:  # type: ignore[no-untyped-def]
+async def test_transcribes_with_ordered_events_usage_and_latency(baseten_server) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     stt = make_stt(srv)
     latencies: list[TranscriptLatency] = []
@@ -77,7 +77,7 @@ async def test_transcribes_with_ordered_events_usage_and_latency(baseten_server)
         assert ev.speech_end_time is not None and ev.speech_end_time <= ev.created_at
 
     # usage covers exactly the audio pushed, and reached LiveKit's STT metrics
-    usage = sum(e.recognition_usage.audio_duration for e in run.of(E.RECOGNITION_USAGE))  # type: ignore[union-attr]
+    usage = sum(e.recognition_usage.audio_duration for e in run.of(E.RECOGNITION_USAGE))
     assert usage == pytest.approx(len(pcm) / 16000, abs=0.01)
     assert sum(m.audio_duration for m in metrics) == pytest.approx(usage, abs=1e-6)
 
@@ -94,7 +94,7 @@ async def test_transcribes_with_ordered_events_usage_and_latency(baseten_server)
     assert stt.stats.finals == 2 and stt.stats.reconnects == 0
 
 
-async def test_exact_frames_with_padded_tail(baseten_server) -> None:  # type: ignore[no-untyped-def]
+async def test_exact_frames_with_padded_tail(baseten_server) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     stt = make_stt(srv)
     pcm, _ = plugin_speech([TEST_PHRASES[4]])
@@ -110,7 +110,7 @@ async def test_exact_frames_with_padded_tail(baseten_server) -> None:  # type: i
     assert stt.stats.frames_sent == srv.stats.frames_received
 
 
-async def test_48khz_input_is_resampled(baseten_server) -> None:  # type: ignore[no-untyped-def]
+async def test_48khz_input_is_resampled(baseten_server) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     stt = make_stt(srv)
     pcm, _ = plugin_speech(TWO, sample_rate=48_000)
@@ -121,7 +121,7 @@ async def test_48khz_input_is_resampled(baseten_server) -> None:  # type: ignore
     assert srv.stats.audio_seconds_received == pytest.approx(len(pcm) / 48_000, abs=0.1)
 
 
-async def test_mulaw_sends_8khz_256_byte_frames(baseten_server) -> None:  # type: ignore[no-untyped-def]
+async def test_mulaw_sends_8khz_256_byte_frames(baseten_server) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     stt = make_stt(srv, encoding="pcm_mulaw")
     pcm, _ = plugin_speech(TWO, sample_rate=48_000)
@@ -136,7 +136,7 @@ async def test_mulaw_sends_8khz_256_byte_frames(baseten_server) -> None:  # type
     assert srv.stats.frames_received == pytest.approx(len(pcm) / 48_000 / 0.032, abs=3)
 
 
-async def test_silent_caller_is_kept_alive_with_health_checks(baseten_server) -> None:  # type: ignore[no-untyped-def]
+async def test_silent_caller_is_kept_alive_with_health_checks(baseten_server) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     stt = make_stt(srv, keepalive_interval_s=0.2, stall_timeout_s=1.0)
     stream = stt.stream()
@@ -159,7 +159,7 @@ async def test_silent_caller_is_kept_alive_with_health_checks(baseten_server) ->
     assert stt.stats.reconnects == 0 and srv.stats.connections == 1
 
 
-async def test_update_options_reaches_live_stream_at_utterance_boundary(baseten_server) -> None:  # type: ignore[no-untyped-def]
+async def test_update_options_reaches_live_stream_at_utterance_boundary(baseten_server) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     stt = make_stt(srv)
     stream = stt.stream()
@@ -187,7 +187,7 @@ async def test_update_options_reaches_live_stream_at_utterance_boundary(baseten_
     assert starts[1] > starts[0] + 1.0  # the timeline continued across the switch
 
 
-async def test_recognize_batches_through_a_stream(baseten_server) -> None:  # type: ignore[no-untyped-def]
+async def test_recognize_batches_through_a_stream(baseten_server) -> None:
     srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
     stt = make_stt(srv)
     from livekit import rtc
@@ -200,7 +200,7 @@ async def test_recognize_batches_through_a_stream(baseten_server) -> None:  # ty
     assert ev.alternatives[0].text == " ".join(TWO)
 
 
-async def test_api_key_never_logged(baseten_server, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+async def test_api_key_never_logged(baseten_server, caplog: pytest.LogCaptureFixture) -> None:
     secret = "sk-RECOGNISABLE-5f3e9a"
     caplog.set_level(logging.DEBUG)
     srv = await baseten_server(api_key=secret, phrases=TEST_PHRASES)
