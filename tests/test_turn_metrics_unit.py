@@ -328,3 +328,98 @@ def test_prometheus_multiprocess_aggregates_job_processes(tmp_path: Path) -> Non
     assert 'voice_agent_turns_total{outcome="answered"} 2.0' in text
     assert "voice_agent_stt_reconnects_total 4.0" in text
     assert 'voice_agent_turn_values_flagged_total{field="llm_ttft_ms",reason="missing"} 2.0' in text
+
+
+def _drive_one_turn(session: _Emitter) -> None:
+    from livekit.agents import llm
+    from livekit.agents.voice.events import CloseReason, ConversationItemAddedEvent
+
+    user = llm.ChatMessage(role="user", content=["private words"], created_at=T0 + 0.5)
+    user.metrics = user_metrics(T0)  # type: ignore[assignment]
+    session.emit("conversation_item_added", ConversationItemAddedEvent(item=user))
+    reply = llm.ChatMessage(role="assistant", content=["ok"], metrics=reply_metrics(T0))  # type: ignore[arg-type]
+    session.emit("conversation_item_added", ConversationItemAddedEvent(item=reply))
+    session.emit("close", type("C", (), {"reason": CloseReason.JOB_SHUTDOWN})())
+
+
+def test_lines_survive_the_worker_logging_pipeline() -> None:
+    """Through agent.logs (structlog -> stdlib record extras), a pickle round trip (what
+    LiveKit's job->main log pipe does) and the worker's JSON formatter."""
+    import logging
+    import pickle
+
+    from agent.logs import build_formatter, configure_structlog
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(pickle.loads(pickle.dumps(record)))
+
+    stdlib_logger = logging.getLogger("agent.turn_metrics")
+    handler, old_level, old_config = Keep(), stdlib_logger.level, structlog.get_config()
+    stdlib_logger.addHandler(handler)
+    stdlib_logger.setLevel(logging.INFO)
+    try:
+        configure_structlog()
+        session = _Emitter()
+        attach_turn_metrics(session, stt=None, room="r9", job_id="AJ_9", prometheus=False)
+        _drive_one_turn(session)
+    finally:
+        stdlib_logger.removeHandler(handler)
+        stdlib_logger.setLevel(old_level)
+        structlog.configure(**old_config)
+
+    formatter = build_formatter(json=True)
+    lines = [json.loads(formatter.format(r)) for r in records]
+    turn = [ln for ln in lines if ln.get("message") == "turn_latency"]
+    summary = [ln for ln in lines if ln.get("message") == "session_latency_summary"]
+    assert len(turn) == 1 and len(summary) == 1, lines
+    assert turn[0]["room"] == "r9" and turn[0]["job_id"] == "AJ_9"
+    assert turn[0]["e2e_latency_ms"] == 1200.0 and turn[0]["missing"] == [
+        "transcript_latency_ms",
+        "stt_reconnects",
+    ]
+    assert summary[0]["close_reason"] == "job_shutdown" and summary[0]["turns"] == 1
+    assert "private words" not in json.dumps(lines)
+
+
+def test_plot_script_draws_budget_from_mixed_log(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    pairer, events = make_pairer()
+    for i in range(3):
+        stop = T0 + 10 * i
+        pairer.add_user_message(item_id=f"u{i}", text="x", metrics=user_metrics(stop), created_at=0)
+        pairer.add_assistant_message(
+            item_id=f"a{i}", metrics=reply_metrics(stop), interrupted=False
+        )
+    pairer.add_user_message(item_id="u9", text="x", metrics={}, created_at=0)
+    pairer.flush()
+    log = tmp_path / "worker.jsonl"
+    lines = ["plain text startup line", '{"message": "registered worker", "level": "INFO"}']
+    lines += [json.dumps({"message": "turn_latency", **ev}) for ev in events[:2]]  # worker format
+    lines += [json.dumps({"event": "turn_latency", **ev}) for ev in events[2:]]  # structlog
+    log.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "docs" / "budget.png"
+
+    done = subprocess.run(
+        [sys.executable, "scripts/plot_turn_budget.py", str(log), "-o", str(out)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "4 turns" in done.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("nothing here\n")
+    done = subprocess.run(
+        [sys.executable, "scripts/plot_turn_budget.py", str(empty), "-o", str(out)],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1 and "no turn_latency" in done.stderr
