@@ -184,3 +184,15 @@ def test_first_message_sets_only_chosen_fields() -> None:
         "min_silence_duration_ms": 300,
         "speech_pad_ms": 30,
     }
+
+
+def test_never_imports_the_official_plugin() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, plugins.baseten_stt as p; "
+        "assert issubclass(p.STT, __import__('livekit.agents', fromlist=['stt']).stt.STT); "
+        "assert not [m for m in sys.modules if m.startswith('livekit.plugins.baseten')]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
