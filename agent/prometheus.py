@@ -30,8 +30,10 @@ Metric names (all latencies in seconds, as Prometheus convention asks):
 ``voice_agent_turns_total{outcome}``        user turns; outcome = answered|interrupted|no_reply
 ``voice_agent_turn_values_flagged_total``   per-turn values dropped, labels field and
   ``{field,reason}``                        reason = missing|implausible
-``voice_agent_stt_reconnects_total``        STT websocket reconnects
-``voice_agent_stt_errors_total{recoverable}`` STT errors reported by the plugin
+``voice_agent_stt_reconnects_total``        STT websocket reconnects (plugin ``stats.reconnects``)
+``voice_agent_stt_errors_total``            STT errors; ``source="server"``: error frames Baseten
+  ``{source,recoverable}``                  sent (plugin ``stats``), ``source="stream"``: failures
+                                            that reached LiveKit's retry logic (``error`` events)
 ==========================================  =======================================================
 
 No room/job labels: those are unbounded and would explode the series count; per-turn detail
@@ -40,6 +42,7 @@ lives in the ``turn_latency`` log line instead.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Mapping
 from typing import Any, Final
@@ -114,8 +117,9 @@ class PrometheusTurnMetrics:
         )
         self.stt_errors = Counter(
             "stt_errors",
-            "STT errors reported by the plugin",
-            ["recoverable"],
+            "STT errors: server error frames (source=server) and stream failures seen by "
+            "LiveKit (source=stream)",
+            ["source", "recoverable"],
             namespace=NAMESPACE,
             registry=reg,
         )
@@ -135,8 +139,9 @@ class PrometheusTurnMetrics:
         if n > 0:
             self.stt_reconnects.inc(n)
 
-    def count_stt_error(self, *, recoverable: bool) -> None:
-        self.stt_errors.labels(recoverable=str(recoverable).lower()).inc()
+    def count_stt_errors(self, n: int, *, source: str, recoverable: bool) -> None:
+        if n > 0:
+            self.stt_errors.labels(source=source, recoverable=str(recoverable).lower()).inc(n)
 
 
 _default: PrometheusTurnMetrics | None = None
@@ -160,6 +165,13 @@ def multiprocess_problem() -> str | None:
     ``/metrics`` endpoint only reads the files, so the values vanish."""
     env_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     in_files = _prom_values.ValueClass is not _prom_values.MutexValue
+    if not env_dir and multiprocessing.parent_process() is not None:
+        # a LiveKit job process: /metrics is served by the main process, which cannot see
+        # this process's in-memory registry
+        return (
+            "metrics recorded in a job process without PROMETHEUS_MULTIPROC_DIR never reach "
+            "the worker's /metrics endpoint; set PROMETHEUS_MULTIPROC_DIR"
+        )
     if env_dir and not in_files:
         return (
             "PROMETHEUS_MULTIPROC_DIR was set after prometheus_client was imported; this "

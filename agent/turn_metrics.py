@@ -30,6 +30,7 @@ types so the line survives LiveKit's job-process log pipe and any JSON renderer.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from typing import Any, Final, Protocol
 
 import structlog
 
-from agent.prometheus import LATENCY_FIELDS, default_metrics
+from agent.prometheus import LATENCY_FIELDS, default_metrics, multiprocess_problem
 
 TURN_EVENT: Final = "turn_latency"
 SUMMARY_EVENT: Final = "session_latency_summary"
@@ -338,14 +339,36 @@ class TurnMetricsSink(Protocol):
 
     def count_stt_reconnects(self, n: int) -> None: ...
 
-    def count_stt_error(self, *, recoverable: bool) -> None: ...
+    def count_stt_errors(self, n: int, *, source: str, recoverable: bool) -> None: ...
+
+
+def _stat(stt: Any, name: str) -> int | None:
+    """One of the plugin's cumulative ``stats`` counters, duck-typed so an STT without
+    ``stats`` (a fallback adapter, another vendor) yields "unknown" instead of a crash."""
+    value = getattr(getattr(stt, "stats", None), name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _reconnects_of(stt: Any) -> int | None:
-    """The plugin's cumulative reconnect counter, duck-typed so an STT without ``stats``
-    (a fallback adapter, another vendor) yields "unknown" instead of a crash."""
-    value = getattr(getattr(stt, "stats", None), "reconnects", None)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return _stat(stt, "reconnects")
+
+
+# plugin stats counter -> how it is exported (see agent.prometheus)
+_STAT_EXPORTS: Final = ("reconnects", "recoverable_errors", "fatal_errors")
+
+
+def _stats_as_json(stt: Any) -> dict[str, int | float] | None:
+    """The plugin's counters (ints/floats only: no text can leak through them)."""
+    stats = getattr(stt, "stats", None)
+    if stats is None:
+        return None
+    is_instance = dataclasses.is_dataclass(stats) and not isinstance(stats, type)
+    fields = dataclasses.asdict(stats) if is_instance else vars(stats)
+    return {
+        k: v
+        for k, v in fields.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and not k.startswith("_")
+    }
 
 
 def _usage_as_json(usage: Any) -> list[dict[str, Any]]:
@@ -379,9 +402,10 @@ class TurnMetricsCollector:
         self._log = logger
         self._sink = sink
         self._usage: Any = None
-        self._stt_errors = {"recoverable": 0, "fatal": 0}
+        self._stream_errors = {"recoverable": 0, "fatal": 0}
         self._finalized = False
-        self._reconnects_counted = _reconnects_of(stt) or 0
+        # counters as already exported, so each turn exports only the growth
+        self._stats_exported = {name: _stat(stt, name) or 0 for name in _STAT_EXPORTS}
         self.pairer = TurnPairer(
             on_turn=self._on_turn,
             room=room,
@@ -451,10 +475,11 @@ class TurnMetricsCollector:
             self._log.warning("turn_metrics_failed", stage="transcript_latency", exc_info=True)
 
     def _on_stt_error(self, ev: Any) -> None:
+        # LiveKit's RecognizeStream reports each failure that reached its retry logic
         recoverable = bool(getattr(ev, "recoverable", False))
-        self._stt_errors["recoverable" if recoverable else "fatal"] += 1
+        self._stream_errors["recoverable" if recoverable else "fatal"] += 1
         if self._sink is not None:
-            self._sink.count_stt_error(recoverable=recoverable)
+            self._sink.count_stt_errors(1, source="stream", recoverable=recoverable)
 
     def _on_usage(self, ev: Any) -> None:
         self._usage = getattr(ev, "usage", None)
@@ -467,15 +492,25 @@ class TurnMetricsCollector:
         self._log.info(TURN_EVENT, **event)
         if self._sink is not None:
             self._sink.observe_turn(event)
-            self._count_reconnects()
+            self._export_stats()
 
-    def _count_reconnects(self) -> None:
+    def _export_stats(self) -> None:
+        """Push the growth of the plugin's counters since the last export."""
         if self._sink is None:
             return
-        total = _reconnects_of(self._stt)
-        if total is not None and total > self._reconnects_counted:
-            self._sink.count_stt_reconnects(total - self._reconnects_counted)
-            self._reconnects_counted = total
+        delta: dict[str, int] = {}
+        for name in _STAT_EXPORTS:
+            total = _stat(self._stt, name)
+            if total is not None and total > self._stats_exported[name]:
+                delta[name] = total - self._stats_exported[name]
+                self._stats_exported[name] = total
+        self._sink.count_stt_reconnects(delta.get("reconnects", 0))
+        self._sink.count_stt_errors(
+            delta.get("recoverable_errors", 0), source="server", recoverable=True
+        )
+        self._sink.count_stt_errors(
+            delta.get("fatal_errors", 0), source="server", recoverable=False
+        )
 
     # -- end of session ----------------------------------------------------------------
 
@@ -487,11 +522,12 @@ class TurnMetricsCollector:
         self._finalized = True
         try:
             self.pairer.flush()
-            self._count_reconnects()
+            self._export_stats()
             summary = summarize(self.pairer.events, room=self._room, job_id=self._job_id)
             summary["close_reason"] = reason
             summary["agent_initiated_replies"] = self.pairer.agent_initiated_replies
-            summary["stt_errors"] = dict(self._stt_errors)
+            summary["stt_stream_errors"] = dict(self._stream_errors)
+            summary["stt_stats"] = _stats_as_json(self._stt)
             usage = self._usage
             if usage is None:
                 usage = getattr(self._session, "usage", None)
@@ -539,9 +575,12 @@ def attach_turn_metrics(
         prometheus: True for the process-wide :func:`agent.prometheus.default_metrics`,
             False/None for none, or any :class:`TurnMetricsSink`.
     """
+    log = logger if logger is not None else structlog.get_logger("agent.turn_metrics")
     sink: TurnMetricsSink | None
     if prometheus is True:
         sink = default_metrics()
+        if problem := multiprocess_problem():
+            log.warning("prometheus_misconfigured", problem=problem)
     elif prometheus is False or prometheus is None:
         sink = None
     else:
@@ -552,7 +591,7 @@ def attach_turn_metrics(
         room=_room_name(room),
         job_id=job_id,
         log_transcripts=log_transcripts,
-        logger=logger if logger is not None else structlog.get_logger("agent.turn_metrics"),
+        logger=log,
         sink=sink,
     )
     collector._subscribe()

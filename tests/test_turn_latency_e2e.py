@@ -217,7 +217,9 @@ async def test_one_turn_latency_line_per_turn_with_consistent_values(
     assert summary["e2e_latency_ms_count"] == 2
     assert summary["e2e_latency_ms_p50"] is not None
     assert summary["llm_ttft_ms_p95"] >= LLM_TTFT_S * 1000 - 1
-    assert summary["stt_errors"] == {"recoverable": 0, "fatal": 0}
+    assert summary["stt_stream_errors"] == {"recoverable": 0, "fatal": 0}
+    assert summary["stt_stats"]["reconnects"] == 0
+    assert summary["stt_stats"]["finals"] >= 2
     assert any(u.get("type") == "llm_usage" for u in summary["usage"]), summary["usage"]
 
     # no user words and no keys anywhere in what we logged

@@ -4,6 +4,7 @@ redaction, and Prometheus multiprocess aggregation across real processes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -238,8 +239,13 @@ def test_collector_glue_logs_turns_summary_and_feeds_prometheus() -> None:
 
     session, stt = _Emitter(), _Emitter()
 
-    class Stats:
-        reconnects = 0
+    @dataclasses.dataclass
+    class Stats:  # the shape of plugins.baseten_stt.STTStats
+        reconnects: int = 0
+        recoverable_errors: int = 0
+        fatal_errors: int = 0
+        audio_seconds: float = 1.5
+        last_rtt_s: float | None = None
 
     stt.stats = Stats()  # type: ignore[attr-defined]
     registry = CollectorRegistry()
@@ -255,6 +261,7 @@ def test_collector_glue_logs_turns_summary_and_feeds_prometheus() -> None:
             reconnects_so_far = 1
 
         stt.stats.reconnects = 1  # type: ignore[attr-defined]
+        stt.stats.recoverable_errors = 2  # type: ignore[attr-defined]
         stt.emit("transcript_latency", Lat())
         stt.emit("error", type("E", (), {"recoverable": True})())
         user = llm.ChatMessage(role="user", content=["top secret"], created_at=T0 + 0.5)
@@ -270,7 +277,13 @@ def test_collector_glue_logs_turns_summary_and_feeds_prometheus() -> None:
     assert len(turns) == 1 and len(summaries) == 1
     assert turns[0]["transcript_latency_ms"] == 350.0 and turns[0]["stt_reconnects"] == 1
     assert "top secret" not in json.dumps(logs)
-    assert summaries[0]["stt_errors"] == {"recoverable": 1, "fatal": 0}
+    assert summaries[0]["stt_stream_errors"] == {"recoverable": 1, "fatal": 0}
+    assert summaries[0]["stt_stats"] == {
+        "reconnects": 1,
+        "recoverable_errors": 2,
+        "fatal_errors": 0,
+        "audio_seconds": 1.5,
+    }
     assert summaries[0]["close_reason"] == CloseReason.USER_INITIATED.value
     assert session.handlers["close"] == [] and stt.handlers["transcript_latency"] == []
 
@@ -278,7 +291,8 @@ def test_collector_glue_logs_turns_summary_and_feeds_prometheus() -> None:
     assert "voice_agent_e2e_latency_seconds_count 1.0" in text
     assert 'voice_agent_turns_total{outcome="answered"} 1.0' in text
     assert "voice_agent_stt_reconnects_total 1.0" in text
-    assert 'voice_agent_stt_errors_total{recoverable="true"} 1.0' in text
+    assert 'voice_agent_stt_errors_total{recoverable="true",source="stream"} 1.0' in text
+    assert 'voice_agent_stt_errors_total{recoverable="true",source="server"} 2.0' in text
     # e2e 1.2 s lands in the 1.5 s bucket but not in the 1.0 s one
     assert 'voice_agent_e2e_latency_seconds_bucket{le="1.0"} 0.0' in text
     assert 'voice_agent_e2e_latency_seconds_bucket{le="1.5"} 1.0' in text
@@ -423,3 +437,48 @@ def test_plot_script_draws_budget_from_mixed_log(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 1 and "no turn_latency" in done.stderr
+
+
+_PROBLEM_CHECK = textwrap.dedent(
+    """
+    import multiprocessing, os, sys
+    from agent.prometheus import multiprocess_problem
+
+    def child(q):
+        q.put(multiprocess_problem())
+
+    if __name__ == "__main__":
+        if sys.argv[1] == "late-env":
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[2]  # after the import: too late
+            print(multiprocess_problem())
+        else:
+            ctx = multiprocessing.get_context("spawn")  # like LiveKit's job processes
+            q = ctx.Queue()
+            p = ctx.Process(target=child, args=(q,))
+            p.start()
+            print(q.get(timeout=60))
+            p.join()
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("mode", "expect"),
+    [("late-env", "set after prometheus_client was imported"), ("job-no-env", "job process")],
+)
+def test_multiprocess_misconfiguration_is_reported(tmp_path: Path, mode: str, expect: str) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    script = tmp_path / "check.py"
+    script.write_text(_PROBLEM_CHECK)
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONPATH"] = str(repo)
+    done = subprocess.run(
+        [sys.executable, str(script), mode, str(tmp_path)],
+        env=env,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert expect in done.stdout, done.stdout + done.stderr
