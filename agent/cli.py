@@ -140,6 +140,10 @@ def _run_worker(args: argparse.Namespace, *, dev: bool) -> int:
     if settings is None:
         return EXIT_CONFIG
 
+    # LiveKit imports the forkserver module lazily inside its event loop, which its own loop
+    # monitor then reports as a >100 ms stall: import it here, before the loop starts.
+    import multiprocessing.forkserver  # noqa: F401
+
     from livekit.agents.cli import cli as lk_cli
     from livekit.agents.cli import proto
 

@@ -242,6 +242,9 @@ def install_livekit_logging_hook(*, json: bool) -> None:
     def setup_logging(log_level: str, devmode: bool, console: bool, compact: bool = False) -> None:
         original(log_level, devmode, console, compact)
         install_on_root_handlers(json=json, colors=colors)
+        # Python warnings (e.g. PyJWT's short-key warning) become log records in the same
+        # format instead of raw multi-line text on stderr that breaks JSON log parsing.
+        logging.captureWarnings(True)
 
     setup_logging.__wrapped__ = original  # type: ignore[attr-defined]
     lk_cli.setup_logging = setup_logging  # type: ignore[attr-defined]

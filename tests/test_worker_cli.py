@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,15 +162,66 @@ def _health(port: int) -> int | None:
         return None
 
 
+def _room_api(lk_env: dict[str, str], *, room: str, agent_name: str | None = None) -> None:
+    """Create ``room`` and dispatch ``agent_name`` to it, or (no agent) delete the room."""
+    from livekit import api
+
+    async def go() -> None:
+        async with api.LiveKitAPI(
+            lk_env["LIVEKIT_URL"], lk_env["LIVEKIT_API_KEY"], lk_env["LIVEKIT_API_SECRET"]
+        ) as lkapi:
+            if agent_name is None:
+                await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
+                return
+            await lkapi.room.create_room(api.CreateRoomRequest(name=room))
+            await lkapi.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=agent_name, room=room)
+            )
+
+    asyncio.run(go())
+
+
+class _LineReader:
+    """Collects a subprocess's stdout lines on a thread (so the test can wait for one)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _run(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def wait_for(self, predicate: Any, timeout: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if line.strip() and predicate(parsed := json.loads(line)):
+                    return parsed  # type: ignore[no-any-return]
+            time.sleep(0.2)
+        return None
+
+    def join(self) -> None:
+        self._thread.join(timeout=10)
+
+
 @pytest.mark.e2e
 def test_start_runs_a_production_worker_and_drains_on_sigterm() -> None:
+    """A real livekit-server, a real dispatch: the job process's lines reach the main
+    process's stdout as JSON with the job context; SIGTERM drains and exits 0."""
     from localdev.livekit_server import LocalLiveKitServer
 
     with LocalLiveKitServer(
         api_key=FAKE_SECRETS["LIVEKIT_API_KEY"], api_secret=FAKE_SECRETS["LIVEKIT_API_SECRET"]
     ) as lk:
         health_port = _free_port()
-        env = valid_env(**lk.env(), HEALTH_PORT=str(health_port), LIVEKIT_AGENT_NAME="e2e-agent")
+        env = valid_env(
+            **lk.env(),
+            HEALTH_PORT=str(health_port),
+            LIVEKIT_AGENT_NAME="e2e-agent",
+            DRAIN_TIMEOUT="60",
+        )
         proc = subprocess.Popen(
             [sys.executable, str(REPO / "agent.py"), "start"],
             cwd=REPO,
@@ -178,30 +230,37 @@ def test_start_runs_a_production_worker_and_drains_on_sigterm() -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
+        reader = _LineReader(proc.stdout)
         try:
-            deadline = time.monotonic() + 90
-            registered = False
-            while time.monotonic() < deadline and proc.poll() is None:
-                if _health(health_port) == 200:
-                    registered = True
-                    break
-                time.sleep(0.5)
-            assert registered, "worker health endpoint never answered 200"
-            # let the worker register and warm its idle processes before draining
-            time.sleep(3)
+            registered = reader.wait_for(lambda ln: ln["message"] == "registered worker", 90)
+            assert registered is not None, "worker never registered"
+            assert registered["agent_name"] == "e2e-agent"  # explicit dispatch
+            assert _health(health_port) == 200
+
+            _room_api(lk.env(), room="e2e-room", agent_name="e2e-agent")
+            started = reader.wait_for(lambda ln: ln["message"] == "starting session", 90)
+            assert started is not None, "the job never started a session"
+            assert started["logger"] == "agent.worker"
+            assert started["room"] == "e2e-room" and started["job_id"].startswith("AJ_")
+            assert started["pid"] != proc.pid  # rendered in main, emitted in the job process
+            assert started["turn_detection"] == "TurnDetector(turn-detector-v1-mini)"
+
+            # the call ends (room deleted), then the orchestrator stops the worker: the
+            # drain waits for the job to finish, then the worker exits cleanly
+            _room_api(lk.env(), room="e2e-room")
             proc.send_signal(signal.SIGTERM)
-            stdout, stderr = proc.communicate(timeout=60)
+            proc.wait(timeout=90)
+            stderr = proc.stderr.read() if proc.stderr else ""
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+        reader.join()
+    stdout = "".join(reader.lines)
     assert proc.returncode == 0, stderr
     lines = [json.loads(line) for line in stdout.splitlines() if line.strip()]
     messages = [line["message"] for line in lines]
-    assert "starting worker" in messages
-    registered_line = next(line for line in lines if line["message"] == "registered worker")
-    assert registered_line["agent_name"] == "e2e-agent"  # explicit dispatch
-    assert "draining worker" in messages
+    assert "starting worker" in messages and "draining worker" in messages
     assert all({"timestamp", "level", "logger", "message"} <= set(line) for line in lines)
     # one line per record: no duplicate handler
     keys = [(line["timestamp"], line["message"], line.get("pid")) for line in lines]
@@ -209,4 +268,3 @@ def test_start_runs_a_production_worker_and_drains_on_sigterm() -> None:
     for secret in FAKE_SECRETS.values():
         assert secret not in stdout + stderr
     assert "deprecat" not in (stdout + stderr).lower()
-    assert os.environ.get("LIVEKIT_DEV_MODE") is None
