@@ -68,11 +68,16 @@ async def make_stack(silero_vad: Any) -> AsyncIterator[Any]:
     """Factory building one room-less session on fresh local services."""
     cleanups: list[Any] = []
 
-    async def make(*, replies: list[str] | None = None, log_transcripts: bool = False) -> Stack:
+    async def make(
+        *,
+        replies: list[str] | None = None,
+        log_transcripts: bool = False,
+        faults: FaultPlan | None = None,
+    ) -> Stack:
         baseten = LocalBasetenServer(
             api_key=BASETEN_KEY,
             phrases=TEST_PHRASES,
-            faults=FaultPlan(inference_delay_s=STT_INFERENCE_DELAY_S),
+            faults=faults or FaultPlan(inference_delay_s=STT_INFERENCE_DELAY_S),
         )
         await baseten.start()
         cleanups.append(baseten.aclose)
@@ -266,3 +271,33 @@ async def test_interrupted_reply_is_paired_with_its_turn(
     summary = json_logs.events("session_latency_summary")[0]
     assert summary["outcomes"] == {"interrupted": 1, "answered": 1}
     assert_no_secrets(json_logs.lines, caplog)
+
+
+# 40 frames of 32 ms = 1.28 s after the stream opened: inside the first utterance or its
+# trailing silence, in any case before that turn is committed (~2.5 s in).
+DROP_AFTER_FRAMES = 40
+
+
+async def test_stt_reconnect_is_counted_in_the_turn_it_happened(
+    make_stack: Any, json_logs: JsonLogCapture
+) -> None:
+    stack: Stack = await make_stack(
+        faults=FaultPlan(
+            inference_delay_s=STT_INFERENCE_DELAY_S,
+            drop_after_frames=DROP_AFTER_FRAMES,
+            drop_connections=1,
+        )
+    )
+    for i, phrase in enumerate((TEST_PHRASES[1], TEST_PHRASES[3])):
+        await speak_and_wait_reply(stack, phrase, turns_before=i)
+    await stack.session.aclose()
+
+    turns = json_logs.events("turn_latency")
+    assert [t["stt_reconnects"] for t in turns] == [1, 0], turns
+    # the plugin replayed the audio: the turn still has its transcript and timings
+    assert turns[0]["transcript_chars"] == len(TEST_PHRASES[1])
+    assert turns[0]["missing"] == [] and turns[0]["implausible"] == []
+    summary = json_logs.events("session_latency_summary")[0]
+    assert summary["stt_reconnects"] == 1 and summary["stt_stats"]["reconnects"] == 1
+    text = generate_latest(stack.registry).decode()
+    assert "voice_agent_stt_reconnects_total 1.0" in text
