@@ -456,6 +456,8 @@ class Caller:
         self._mic_source: rtc.AudioSource | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
+        self._stream_seq = 0
+        self._segment_seq: dict[str, int] = {}
 
         room.on("participant_connected", self._on_participant_connected)
         room.on("participant_disconnected", self._on_participant_disconnected)
@@ -519,6 +521,11 @@ class Caller:
         self._mic_source = source
         self._mic = _Microphone(source=source, frame_ms=frame_ms, continuous=continuous)
         self._mic.start()
+
+    @property
+    def mic_track_sid(self) -> str | None:
+        """SID of our published mic track (what the agent's user transcripts refer to)."""
+        return next(iter(self._my_track_sids), None)
 
     async def _aclose(self) -> None:
         if self._mic is not None:
@@ -773,8 +780,9 @@ class Caller:
     def _on_transcription_stream(
         self, reader: rtc.TextStreamReader, participant_identity: str
     ) -> None:
+        self._stream_seq += 1
         self._spawn(
-            self._read_transcription(reader, participant_identity),
+            self._read_transcription(reader, participant_identity, self._stream_seq),
             f"caller-transcription-{reader.info.stream_id}",
         )
 
@@ -786,7 +794,7 @@ class Caller:
         return "agent"
 
     async def _read_transcription(
-        self, reader: rtc.TextStreamReader, participant_identity: str
+        self, reader: rtc.TextStreamReader, participant_identity: str, seq: int
     ) -> None:
         attrs = dict(reader.info.attributes or {})
         seg_id = attrs.get(ATTR_SEGMENT_ID) or reader.info.stream_id
@@ -801,9 +809,14 @@ class Caller:
                 first_at=time.time(),
             )
             self.segments[seg_id] = seg
+        # User segments get one stream per update, read concurrently: a slow reader of an
+        # older interim must not overwrite the text of a newer stream (in arrival order).
+        self._segment_seq[seg_id] = max(self._segment_seq.get(seg_id, 0), seq)
         text = ""
 
         def update(final: bool) -> None:
+            if self._segment_seq[seg_id] > seq:
+                return
             now = time.time()
             seg.text = text
             seg.updated_at = now
