@@ -109,9 +109,14 @@ class PocketsphinxEngine:
         """
         self._grammar = phrase_grammar(phrases) if phrases else None
         self._local = threading.local()
-        if self._grammar is not None:
-            # Fail at construction, not on the first utterance, if the grammar is bad.
-            self._decoder()
+        # Imported lazily (pocketsphinx is a dev-only dependency) but on the thread that
+        # builds the engine, never in a worker thread: CPython 3.11's compiler keeps a
+        # process-global AST recursion counter, so compiling a module's source in one
+        # thread while another thread parses (pytest's assertion rewriting, hypothesis)
+        # fails with "AST constructor recursion depth mismatch".
+        from pocketsphinx import Decoder
+
+        self._decoder_class = Decoder
 
     @property
     def uses_phrase_list(self) -> bool:
@@ -120,10 +125,7 @@ class PocketsphinxEngine:
     def _decoder(self) -> Any:
         decoder = getattr(self._local, "decoder", None)
         if decoder is None:
-            # Imported lazily: pocketsphinx is a dev-only dependency.
-            from pocketsphinx import Decoder
-
-            decoder = Decoder(loglevel="FATAL")
+            decoder = self._decoder_class(loglevel="FATAL")
             if self._grammar is not None:
                 decoder.add_jsgf_string("phrases", self._grammar)
                 decoder.activate_search("phrases")
@@ -131,7 +133,11 @@ class PocketsphinxEngine:
         return decoder
 
     def warm_up(self) -> None:
-        """Build this thread's decoder now so the first utterance is not 0.3 s late."""
+        """Build this thread's decoder now so the first utterance is not 0.3 s late.
+
+        Also validates the phrase grammar (``ValueError`` for words missing from the
+        dictionary) before any stream depends on it.
+        """
         self._decoder()
 
     def transcribe(

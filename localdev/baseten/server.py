@@ -144,11 +144,11 @@ class LocalBasetenServer:
             max_workers=self._workers, thread_name_prefix="baseten-asr"
         )
         if self._engine is None:
-            phrases = self._phrases
-            # Loading the model takes ~0.3 s: keep it off the event loop.
-            self._engine = await loop.run_in_executor(
-                self._executor, lambda: PocketsphinxEngine(phrases=phrases)
-            )
+            engine = PocketsphinxEngine(phrases=self._phrases)
+            # Building a decoder (~0.3 s) stays off the event loop; doing it now also
+            # rejects a bad phrase list before the server listens.
+            await loop.run_in_executor(self._executor, engine.warm_up)
+            self._engine = engine
         app = web.Application()
         for route in WEBSOCKET_ROUTES:
             app.router.add_route("*", route, self._handle_websocket)
