@@ -27,6 +27,7 @@ All timestamps are ``time.time()`` (wall clock) so they line up with worker logs
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import datetime
 import logging
@@ -36,11 +37,14 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from livekit import api, rtc
+
+from localdev.speech import write_wav_pcm16
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +255,10 @@ class RemoteAudio:
             return np.zeros(0, dtype=np.int16)
         return np.concatenate(self.chunks)
 
+    def save_wav(self, path: str | Path) -> None:
+        """Write what was received as a mono 16-bit WAV (for listening or offline recognition)."""
+        write_wav_pcm16(path, self.samples(), self.sample_rate)
+
     def speech_spans(
         self,
         *,
@@ -266,9 +274,11 @@ class RemoteAudio:
         current: SpeechSpan | None = None
         last_loud_at = 0.0
         quiet_s = 0.0
-        for i, (t, r, d) in enumerate(zip(self.times, self.rms, self.durations, strict=True)):
-            if t < after:
-                continue
+        # Arrival times are increasing: start at ``after`` instead of scanning the whole call
+        # (waiters re-run this on every received frame).
+        first = bisect.bisect_left(self.times, after)
+        for i in range(first, len(self.times)):
+            t, r, d = self.times[i], self.rms[i], self.durations[i]
             if r >= threshold:
                 if loud_run_start is None:
                     loud_run_start, loud_run_s = i, 0.0

@@ -16,6 +16,7 @@ import uuid
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from livekit import api
 
@@ -23,11 +24,13 @@ from localdev.caller import (
     ATTR_FINAL,
     ATTR_SEGMENT_ID,
     ATTR_TRACK_ID,
+    MIC_SAMPLE_RATE,
     SPEECH_RMS_THRESHOLD,
     TOPIC_TRANSCRIPTION,
     Caller,
     RoomAdmin,
     contains_words,
+    to_mic_rate,
 )
 from localdev.livekit_server import LocalLiveKitServer
 from localdev.speech import synthesize
@@ -123,6 +126,24 @@ async def test_speech_flows_between_two_callers(livekit_server: LocalLiveKitServ
     before = rms[times < said.started_at]
     assert before.size == 0 or before.max() < SPEECH_RMS_THRESHOLD
     assert rms.max() > 5 * SPEECH_RMS_THRESHOLD
+    # And it is the same speech: the 10 ms energy envelope received matches the one sent
+    # (Opus changes the samples, not the envelope). Noise or another clip would not correlate.
+    similarity = _envelope_similarity(to_mic_rate(speech, 16_000), rms, received.durations)
+    print(f"sent/received envelope similarity {similarity:.2f}")
+    assert similarity > 0.8
+
+
+def _envelope_similarity(
+    sent: npt.NDArray[np.int16], received_rms: npt.NDArray[np.float64], durations: list[float]
+) -> float:
+    """Peak normalised cross-correlation of the sent and received 10 ms RMS envelopes."""
+    assert set(np.round(durations, 4)) == {0.01}, "expects 10 ms received frames"
+    frame = MIC_SAMPLE_RATE // 100
+    usable = sent[: sent.size // frame * frame].astype(np.float64).reshape(-1, frame)
+    sent_env = np.sqrt(np.mean(usable**2, axis=1))
+    a = (sent_env - sent_env.mean()) / (sent_env.std() * sent_env.size)
+    b = (received_rms - received_rms.mean()) / received_rms.std()
+    return float(np.correlate(b, a, mode="valid").max())
 
 
 async def test_agent_participant_and_transcription_streams(
