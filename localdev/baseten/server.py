@@ -147,7 +147,11 @@ class LocalBasetenServer:
             engine = PocketsphinxEngine(phrases=self._phrases)
             # Building a decoder (~0.3 s) stays off the event loop; doing it now also
             # rejects a bad phrase list before the server listens.
-            await loop.run_in_executor(self._executor, engine.warm_up)
+            try:
+                await loop.run_in_executor(self._executor, engine.warm_up)
+            except BaseException:
+                await self.aclose()
+                raise
             self._engine = engine
         app = web.Application()
         for route in WEBSOCKET_ROUTES:
