@@ -228,10 +228,10 @@ class LocalLiveKitServer:
         }
 
     def __repr__(self) -> str:
-        # Deliberately without the secret.
+        # Deliberately without credentials: pytest prints fixture reprs in failure reports.
         state = "running" if self.is_running() else "stopped"
         port = self._http_port or "-"
-        return f"LocalLiveKitServer(port={port}, api_key={self._api_key!r}, {state})"
+        return f"LocalLiveKitServer(port={port}, {state})"
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -319,12 +319,15 @@ class LocalLiveKitServer:
         await self.astop()
 
     def log_tail(self, max_chars: int = 4000) -> str:
-        """The end of the server log, with this server's secret redacted."""
+        """The end of the server log, with this server's credentials redacted.
+
+        livekit-server logs the API key (not the secret) on job assignment lines.
+        """
         path = self.log_path
         if path is None or not path.exists():
             return ""
         text = path.read_text(errors="replace")[-max_chars:]
-        return text.replace(self._api_secret, "<redacted>")
+        return text.replace(self._api_secret, "<secret>").replace(self._api_key, "<api-key>")
 
     # -- internals --------------------------------------------------------------------------
 

@@ -69,7 +69,8 @@ def test_server_answers_and_enforces_keys(livekit_server: LocalLiveKitServer) ->
         assert resp.status == 200
         assert resp.read().strip() == b"OK"
     assert livekit_server.url.startswith("ws://127.0.0.1:")
-    assert repr(livekit_server).count(livekit_server.api_secret) == 0
+    assert livekit_server.api_secret not in repr(livekit_server)
+    assert livekit_server.api_key not in repr(livekit_server)
 
 
 async def test_room_api_rejects_wrong_secret(livekit_server: LocalLiveKitServer) -> None:
