@@ -9,7 +9,10 @@ import signal
 import sys
 from pathlib import Path
 
+from localdev.baseten.engine import RecognitionEngine
 from localdev.baseten.faults import FaultPlan
+from localdev.baseten.scripted import ScriptedEngine
+from localdev.baseten.sendlog import JsonlSendLog
 from localdev.baseten.server import WEBSOCKET_ROUTES, LocalBasetenServer
 
 
@@ -39,6 +42,21 @@ def _parser() -> argparse.ArgumentParser:
         "default is the full English language model",
     )
     p.add_argument("--workers", type=int, default=2, help="inference threads (default 2)")
+    p.add_argument(
+        "--engine",
+        choices=("pocketsphinx", "scripted"),
+        default="pocketsphinx",
+        help="recognition: real pocketsphinx (default) or 'scripted' (made-up words 'w1 w2 …' "
+        "at ~zero CPU, for client load tests)",
+    )
+    p.add_argument(
+        "--send-log",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="append one JSON line per transcription sent (request path, text, is_final, "
+        "wall-clock send time) to FILE, for client-latency measurements",
+    )
     faults = p.add_argument_group("fault injection (all off by default)")
     faults.add_argument(
         "--inference-delay-ms", type=int, default=0, help="extra delay added to every transcription"
@@ -102,13 +120,17 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    engine: RecognitionEngine | None = ScriptedEngine() if args.engine == "scripted" else None
+    send_log = JsonlSendLog(path=args.send_log) if args.send_log is not None else None
     async with LocalBasetenServer(
         api_key=args.api_key,
         phrases=_read_phrases(args.phrases),
+        engine=engine,
         faults=plan,
         host=args.host,
         port=args.port,
         inference_workers=args.workers,
+        on_transcription_sent=send_log,
     ) as srv:
         print(
             f"listening on {srv.url}{WEBSOCKET_ROUTES[1].replace('{env}', 'production')}",
@@ -117,6 +139,8 @@ async def _serve(args: argparse.Namespace) -> None:
         )
         await stop.wait()
         logging.getLogger("localdev.baseten").info("shutting down")
+    if send_log is not None:
+        send_log.close()
 
 
 def main(argv: list[str] | None = None) -> int:

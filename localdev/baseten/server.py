@@ -30,6 +30,7 @@ from aiohttp import web
 
 from localdev.baseten.engine import PocketsphinxEngine, RecognitionEngine
 from localdev.baseten.faults import FaultPlan
+from localdev.baseten.sendlog import TranscriptionSentHook
 from localdev.baseten.session import FaultState, StreamSession
 from localdev.baseten.stats import ServerStats
 from plugins.baseten_stt.protocol import (
@@ -68,6 +69,7 @@ class LocalBasetenServer:
         host: str = "127.0.0.1",
         port: int = 0,
         inference_workers: int = DEFAULT_INFERENCE_WORKERS,
+        on_transcription_sent: TranscriptionSentHook | None = None,
     ) -> None:
         """Configure the server; nothing listens until ``start()`` / ``async with``.
 
@@ -80,6 +82,9 @@ class LocalBasetenServer:
             faults: initial ``FaultPlan`` (default: no faults).
             host, port: where to listen.
             inference_workers: threads running ``engine.transcribe``.
+            on_transcription_sent: called with a ``SentTranscription`` (request path,
+                text, wall-clock send time) after every transcription frame is sent;
+                e.g. ``JsonlSendLog`` for client-latency benchmarks.
         """
         self._api_key = api_key
         self._phrases = list(phrases) if phrases else None
@@ -88,6 +93,7 @@ class LocalBasetenServer:
         self._host = host
         self._port = port
         self._workers = inference_workers
+        self._on_sent = on_transcription_sent
         self.stats = ServerStats()
         self._executor: ThreadPoolExecutor | None = None
         self._runner: web.AppRunner | None = None
@@ -284,6 +290,8 @@ class LocalBasetenServer:
                 faults=faults,
                 shutdown=self._shutdown,
                 stats_changed=self._notify,
+                path=request.path,
+                on_transcription_sent=self._on_sent,
             )
         except (ValueError, pydantic.ValidationError) as exc:
             # truss: an exception escaping the handler closes 1011, no error frame.

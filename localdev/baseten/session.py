@@ -27,6 +27,7 @@ from aiohttp import web
 from localdev.baseten.audio import FrameDecoder
 from localdev.baseten.engine import RecognitionEngine
 from localdev.baseten.faults import FaultPlan, InjectedError
+from localdev.baseten.sendlog import SentTranscription, TranscriptionSentHook
 from localdev.baseten.stats import ServerStats
 from localdev.baseten.vad import StreamingVad
 from plugins.baseten_stt.protocol import (
@@ -113,11 +114,15 @@ class StreamSession:
         faults: FaultState,
         shutdown: asyncio.Event,
         stats_changed: Callable[[], None],
+        path: str = "",
+        on_transcription_sent: TranscriptionSentHook | None = None,
     ) -> None:
         """Bind a session to an accepted websocket.
 
         ``config`` must already be validated; ``StreamingVad`` raises ``ValueError`` for
         bad VAD kwargs, which the caller turns into a 1011 close like truss does.
+        ``on_transcription_sent`` (optional) is told the wall-clock send time of every
+        transcription frame, tagged with the request ``path``.
         """
         self._ws = ws
         self._abort = transport_abort
@@ -128,6 +133,8 @@ class StreamSession:
         self._faults = faults
         self._shutdown = shutdown
         self._changed = stats_changed
+        self._path = path
+        self._on_sent = on_transcription_sent
         self._vad = StreamingVad(config=config.streaming_vad_config)
         sp = config.streaming_params
         self._decoder = FrameDecoder(encoding=sp.encoding)
@@ -312,10 +319,26 @@ class StreamSession:
                     ),
                     is_end_of_audio_flush=True if job.end_of_audio_flush else None,
                 )
+                before = time.time()
                 await self._send(result.to_wire())
+                if self._on_sent is not None:
+                    self._report_sent(result, before)
                 self._count_result(result)
             finally:
                 self._queue.task_done()
+
+    def _report_sent(self, result: TranscriptionResult, before: float) -> None:
+        assert self._on_sent is not None
+        self._on_sent(
+            SentTranscription(
+                path=self._path,
+                stream_id=self.stream_id,
+                is_final=result.is_final,
+                text=result.text,
+                before_send=before,
+                after_send=time.time(),
+            )
+        )
 
     def _count_result(self, result: TranscriptionResult) -> None:
         if result.is_final:
