@@ -44,8 +44,19 @@ def _synthesize_cached(text: str, sample_rate: int, words_per_minute: int, voice
             capture_output=True,
         )
         subprocess.run(
-            [SOX, str(raw_wav), "-r", str(sample_rate), "-c", "1", "-b", "16", "-e", "signed",
-             str(out_wav)],
+            [
+                SOX,
+                str(raw_wav),
+                "-r",
+                str(sample_rate),
+                "-c",
+                "1",
+                "-b",
+                "16",
+                "-e",
+                "signed",
+                str(out_wav),
+            ],
             check=True,
             capture_output=True,
         )
