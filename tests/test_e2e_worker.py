@@ -1,0 +1,201 @@
+"""The worker end to end, as users run it, on a real LiveKit server.
+
+``python agent.py start`` configured by environment variables only (``LocalStack.env``), a
+real ``livekit-server`` (SFU over WebRTC on loopback), a room and an explicit dispatch made
+with ``livekit-api``, and a caller using the ``livekit`` SDK who speaks espeak-ng audio. The
+paid services are the local stand-ins speaking their real wire protocols: Baseten streaming
+Whisper (pocketsphinx restricted to ``TEST_PHRASES``), OpenAI Chat Completions (echoes the
+user) and Cartesia TTS (espeak-ng). Everything asserted is what a client sees over LiveKit plus
+the worker's JSON log; measured latencies are printed (``-s``), not asserted.
+
+One stack and one worker per module; the SIGTERM test runs its own worker (it ends it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import pytest
+
+from localdev.stack import LocalStack
+from localdev.worker_process import WorkerProcess
+from tests.fixtures.baseten import TEST_PHRASES
+from tests.fixtures.e2e import (
+    DRAIN_TIMEOUT_S,
+    LLM_TTFT_S,
+    TTS_TTFB_S,
+    Call,
+    Turn,
+    open_call,
+    speak,
+    timing_line,
+    worker_log_dir,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+
+LOG_TIMEOUT_S = 30.0
+# Shortest stretch of received agent speech that counts as a spoken reply: the echoed reply
+# ("You said: <phrase>. How can I help with that?") is ~3 s of espeak speech.
+MIN_REPLY_SPEECH_S = 1.0
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+
+
+def _assert_no_secrets(worker: WorkerProcess, stack: LocalStack) -> None:
+    """No credential in any worker output. Names only in the message: never the value."""
+    output = worker.stdout + worker.stderr
+    leaked = [
+        name
+        for name, value in stack.env.items()
+        if ("KEY" in name or "SECRET" in name) and value in output
+    ]
+    assert not leaked, f"worker output contains the value of {leaked}"
+
+
+async def _job_id(worker: WorkerProcess, room: str) -> str:
+    started = await worker.wait_for_line(
+        lambda ln: ln["message"] == "starting session" and ln["room"] == room,
+        timeout=LOG_TIMEOUT_S,
+        what=f"'starting session' in {room}",
+    )
+    job_id = str(started["job_id"])
+    assert job_id.startswith("AJ_")
+    return job_id
+
+
+async def _turn_latency(worker: WorkerProcess, room: str) -> dict[str, object]:
+    return await worker.wait_for_line(
+        lambda ln: ln["message"] == "turn_latency" and ln["room"] == room,
+        timeout=LOG_TIMEOUT_S,
+        what=f"turn_latency in {room}",
+    )
+
+
+def _assert_turn_served(call: Call, turn: Turn, stack: LocalStack) -> None:
+    """What the caller saw: the agent heard the phrase and answered it out loud."""
+    assert call.agent.is_agent
+    # LiveKit's transcription stream for the caller's mic track carries exactly the phrase
+    assert turn.user_transcript.track_id == call.caller.mic_track_sid
+    assert _words(turn.user_transcript.text) == _words(turn.phrase), turn.user_transcript
+    # the reply is about what this caller said (the LLM stand-in echoes it): no crosstalk
+    assert turn.phrase in turn.agent_transcript.text.lower(), turn.agent_transcript
+    # ...and it was spoken: a stretch of speech-level audio on the agent's track
+    assert turn.agent_speech.ended_at is not None
+    spoken_s = turn.agent_speech.ended_at - turn.agent_speech.started_at
+    assert spoken_s >= MIN_REPLY_SPEECH_S, f"only {spoken_s:.2f} s of agent speech"
+    assert stack.cartesia is not None
+    assert any(turn.phrase in text.lower() for text in stack.cartesia.transcripts().values())
+
+
+def _assert_turn_logged(line: dict[str, object], *, room: str, job_id: str) -> None:
+    assert line["room"] == room and line["job_id"] == job_id
+    assert line["level"] == "INFO" and line["logger"] == "agent.turn_metrics"
+    assert line["outcome"] == "answered" and line["stt_finals"] == 1
+    assert line["missing"] == [] and line["implausible"] == []
+    # injected service delays are floors for what the worker measured
+    assert isinstance(line["llm_ttft_ms"], float) and line["llm_ttft_ms"] >= LLM_TTFT_S * 1000
+    assert isinstance(line["tts_ttfb_ms"], float) and line["tts_ttfb_ms"] >= TTS_TTFB_S * 1000
+    e2e = line["e2e_latency_ms"]
+    assert isinstance(e2e, float) and e2e >= (LLM_TTFT_S + TTS_TTFB_S) * 1000
+
+
+async def test_a_call_is_heard_answered_and_logged(
+    e2e_stack: LocalStack, e2e_worker: WorkerProcess
+) -> None:
+    room, phrase = "e2e-call", TEST_PHRASES[1]
+    async with open_call(e2e_stack, room=room, identity="caller-1") as call:
+        turn = await speak(call, phrase)
+        job_id = await _job_id(e2e_worker, room)
+        print(timing_line("one call", call, turn))
+    _assert_turn_served(call, turn, e2e_stack)
+    line = await _turn_latency(e2e_worker, room)
+    _assert_turn_logged(line, room=room, job_id=job_id)
+    # transcripts are personal data: not in the log unless LOG_TRANSCRIPTS=true
+    assert phrase not in e2e_worker.stdout.lower()
+    _assert_no_secrets(e2e_worker, e2e_stack)
+
+
+async def test_two_simultaneous_callers_are_both_served(
+    e2e_stack: LocalStack, e2e_worker: WorkerProcess
+) -> None:
+    async def one(room: str, identity: str, phrase: str) -> tuple[Call, Turn, str]:
+        async with open_call(e2e_stack, room=room, identity=identity) as call:
+            turn = await speak(call, phrase)
+            return call, turn, await _job_id(e2e_worker, room)
+
+    rooms = {"e2e-room-a": TEST_PHRASES[0], "e2e-room-b": TEST_PHRASES[3]}
+    results = await asyncio.gather(
+        *(one(room, f"caller-{room[-1]}", phrase) for room, phrase in rooms.items())
+    )
+    job_ids = set()
+    for room, (call, turn, job_id) in zip(rooms, results, strict=True):
+        print(timing_line(f"concurrent call {room}", call, turn))
+        _assert_turn_served(call, turn, e2e_stack)
+        _assert_turn_logged(await _turn_latency(e2e_worker, room), room=room, job_id=job_id)
+        job_ids.add(job_id)
+    assert len(job_ids) == 2  # two jobs, one per room
+    # the calls overlapped: both callers were talking to their agents at the same time
+    (a_call, a_turn, _), (b_call, b_turn, _) = results
+    assert a_call.listening_at < b_turn.agent_speech.started_at
+    assert b_call.listening_at < a_turn.agent_speech.started_at
+    _assert_no_secrets(e2e_worker, e2e_stack)
+
+
+async def test_sigterm_during_a_call_lets_it_finish_then_exits_0(e2e_stack: LocalStack) -> None:
+    """Rolling deploy: SIGTERM arrives while a caller is mid-turn. The worker drains: the
+    reply is still spoken, the session ends normally when the caller hangs up, exit 0."""
+    agent_name = "e2e-drain-agent"  # its own name: no dispatch can reach the module's worker
+    room, phrase = "e2e-drain", TEST_PHRASES[4]
+    worker = WorkerProcess(
+        env={
+            **e2e_stack.env,
+            "LIVEKIT_AGENT_NAME": agent_name,
+            "DRAIN_TIMEOUT": str(DRAIN_TIMEOUT_S),
+        },
+        log_dir=worker_log_dir("drain"),
+    )
+    async with worker:
+        sigterm_at = 0.0
+
+        def sigterm() -> None:
+            nonlocal sigterm_at
+            sigterm_at = time.time()
+            worker.terminate()
+
+        # departure_timeout: LiveKit closes the room (ending the job) 1 s after the caller
+        # leaves, instead of its 20 s default, which would only slow the drain down
+        async with open_call(
+            e2e_stack,
+            room=room,
+            identity="caller-drain",
+            agent_name=agent_name,
+            departure_timeout_s=1,
+        ) as call:
+            job_id = await _job_id(worker, room)
+            turn = await speak(call, phrase, after_speech=sigterm)
+            print(timing_line("call during drain", call, turn))
+            await worker.wait_for_line(
+                lambda ln: ln["message"] == "draining worker", timeout=LOG_TIMEOUT_S
+            )
+            assert worker.returncode is None, "the worker quit during a live call"
+        _assert_turn_served(call, turn, e2e_stack)
+        assert turn.agent_speech.started_at > sigterm_at  # the reply came after SIGTERM
+        _assert_turn_logged(await _turn_latency(worker, room), room=room, job_id=job_id)
+
+        # the caller hung up: the session closes normally and the drained worker exits 0
+        summary = await worker.wait_for_line(
+            lambda ln: ln["message"] == "session_latency_summary" and ln["room"] == room,
+            timeout=LOG_TIMEOUT_S,
+        )
+        assert summary["close_reason"] == "participant_disconnected"
+        assert summary["turns"] == 1 and summary["outcomes"] == {"answered": 1}
+        assert await worker.wait(timeout=DRAIN_TIMEOUT_S) == 0
+    messages = worker.messages()
+    assert messages.index("draining worker") < messages.index("session ended")
+    assert not [ln for ln in worker.lines if ln.get("level") in ("ERROR", "CRITICAL")]
+    _assert_no_secrets(worker, e2e_stack)
