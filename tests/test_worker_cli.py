@@ -6,16 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -146,22 +139,6 @@ async def test_console_text_works_headless() -> None:
 
 
 # ----------------------------------------------------------------------------- e2e
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _health(port: int) -> int | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
-
-
 def _room_api(lk_env: dict[str, str], *, room: str, agent_name: str | None = None) -> None:
     """Create ``room`` and dispatch ``agent_name`` to it, or (no agent) delete the room."""
     from livekit import api
@@ -181,83 +158,41 @@ def _room_api(lk_env: dict[str, str], *, room: str, agent_name: str | None = Non
     asyncio.run(go())
 
 
-class _LineReader:
-    """Collects a subprocess's stdout lines on a thread (so the test can wait for one)."""
-
-    def __init__(self, stream: Any) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _run(self, stream: Any) -> None:
-        for line in stream:
-            self.lines.append(line)
-
-    def wait_for(self, predicate: Any, timeout: float) -> dict[str, Any] | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if line.strip() and predicate(parsed := json.loads(line)):
-                    return parsed  # type: ignore[no-any-return]
-            time.sleep(0.2)
-        return None
-
-    def join(self) -> None:
-        self._thread.join(timeout=10)
-
-
 @pytest.mark.e2e
 def test_start_runs_a_production_worker_and_drains_on_sigterm() -> None:
     """A real livekit-server, a real dispatch: the job process's lines reach the main
     process's stdout as JSON with the job context; SIGTERM drains and exits 0."""
     from localdev.livekit_server import LocalLiveKitServer
+    from localdev.worker_process import WorkerProcess
 
     with LocalLiveKitServer(
         api_key=FAKE_SECRETS["LIVEKIT_API_KEY"], api_secret=FAKE_SECRETS["LIVEKIT_API_SECRET"]
     ) as lk:
-        health_port = _free_port()
-        env = valid_env(
-            **lk.env(),
-            HEALTH_PORT=str(health_port),
-            LIVEKIT_AGENT_NAME="e2e-agent",
-            DRAIN_TIMEOUT="60",
-        )
-        proc = subprocess.Popen(
-            [sys.executable, str(REPO / "agent.py"), "start"],
-            cwd=REPO,
-            env=subprocess_env(env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        reader = _LineReader(proc.stdout)
-        try:
-            registered = reader.wait_for(lambda ln: ln["message"] == "registered worker", 90)
-            assert registered is not None, "worker never registered"
+        env = valid_env(**lk.env(), LIVEKIT_AGENT_NAME="e2e-agent", DRAIN_TIMEOUT="60")
+        # WorkerProcess.start (on entering) waits for the "registered worker" line
+        with WorkerProcess(env=env) as worker:
+            (registered,) = worker.find_lines(lambda ln: ln["message"] == "registered worker")
             assert registered["agent_name"] == "e2e-agent"  # explicit dispatch
-            assert _health(health_port) == 200
+            assert worker.health() == 200
 
             _room_api(lk.env(), room="e2e-room", agent_name="e2e-agent")
-            started = reader.wait_for(lambda ln: ln["message"] == "starting session", 90)
-            assert started is not None, "the job never started a session"
+            started = worker.wait_for_line_blocking(
+                lambda ln: ln["message"] == "starting session",
+                timeout=90,
+                what="the job to start a session",
+            )
             assert started["logger"] == "agent.worker"
             assert started["room"] == "e2e-room" and started["job_id"].startswith("AJ_")
-            assert started["pid"] != proc.pid  # rendered in main, emitted in the job process
+            assert started["pid"] != worker.pid  # rendered in main, emitted in the job process
             assert started["turn_detection"] == "TurnDetector(turn-detector-v1-mini)"
 
             # the call ends (room deleted), then the orchestrator stops the worker: the
             # drain waits for the job to finish, then the worker exits cleanly
             _room_api(lk.env(), room="e2e-room")
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=90)
-            stderr = proc.stderr.read() if proc.stderr else ""
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-        reader.join()
-    stdout = "".join(reader.lines)
-    assert proc.returncode == 0, stderr
+            worker.terminate()
+            returncode = worker.wait_blocking(timeout=90)
+            stdout, stderr = worker.stdout, worker.stderr
+    assert returncode == 0, stderr
     lines = [json.loads(line) for line in stdout.splitlines() if line.strip()]
     messages = [line["message"] for line in lines]
     assert "starting worker" in messages and "draining worker" in messages
