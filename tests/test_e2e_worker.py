@@ -9,6 +9,7 @@ user) and Cartesia TTS (espeak-ng). Everything asserted is what a client sees ov
 the worker's JSON log; measured latencies are printed (``-s``), not asserted.
 
 One stack and one worker per module; the SIGTERM test runs its own worker (it ends it).
+The first tests (no ``e2e`` mark, no LiveKit server) check the two tools themselves.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import asyncio
 import re
 import time
 
+import aiohttp
 import pytest
 
-from localdev.stack import LocalStack
-from localdev.worker_process import WorkerProcess
+from localdev.stack import LocalStack, missing_services
+from localdev.worker_process import WorkerFailed, WorkerProcess
 from tests.fixtures.baseten import TEST_PHRASES
 from tests.fixtures.e2e import (
     DRAIN_TIMEOUT_S,
@@ -34,7 +36,8 @@ from tests.fixtures.e2e import (
     worker_log_dir,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
+# the module's stack and worker live on the module's event loop (tests/fixtures/e2e.py)
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 LOG_TIMEOUT_S = 30.0
 # Shortest stretch of received agent speech that counts as a spoken reply: the echoed reply
@@ -104,6 +107,65 @@ def _assert_turn_logged(line: dict[str, object], *, room: str, job_id: str) -> N
     assert isinstance(e2e, float) and e2e >= (LLM_TTFT_S + TTS_TTFB_S) * 1000
 
 
+# ------------------------------------------------------------------ the tools themselves
+async def test_stack_env_is_a_valid_worker_config_and_stand_ins_check_their_keys() -> None:
+    from agent.config import Profile, load_settings
+
+    async with LocalStack(livekit=False, phrases=TEST_PHRASES[:1]) as stack:
+        env = stack.env
+        assert set(env) == {
+            "LIVEKIT_AGENT_NAME",
+            "BASETEN_MODEL_ENDPOINT",
+            "BASETEN_API_KEY",
+            "OPENAI_BASE_URL",
+            "OPENAI_API_KEY",
+            "CARTESIA_BASE_URL",
+            "CARTESIA_API_KEY",
+        }
+        assert env["BASETEN_MODEL_ENDPOINT"].startswith("ws://127.0.0.1:")
+        placeholders = {"LIVEKIT_URL": "ws://127.0.0.1:9", "LIVEKIT_API_KEY": "k" * 8}
+        settings = load_settings(
+            {**env, **placeholders, "LIVEKIT_API_SECRET": "s" * 32}, profile=Profile.WORKER
+        )
+        assert settings.livekit.agent_name == stack.agent_name
+        assert len(set(stack.secrets)) == 3
+        assert not [s for s in stack.secrets if s in repr(stack)]
+        assert stack.openai is not None
+
+        async with aiohttp.ClientSession() as http:
+            for key, status in ((env["OPENAI_API_KEY"], 200), (env["CARTESIA_API_KEY"], 401)):
+                headers = {"Authorization": f"Bearer {key}"}
+                async with http.get(env["OPENAI_BASE_URL"] + "/models", headers=headers) as r:
+                    assert r.status == status
+
+
+async def test_filling_gaps_starts_stand_ins_only_for_services_without_keys() -> None:
+    user_env = {
+        "LIVEKIT_URL": "wss://example.livekit.cloud",
+        "LIVEKIT_API_KEY": "APIuser",
+        "LIVEKIT_API_SECRET": "user-secret",
+        "OPENAI_API_KEY": "sk-user",
+        "CARTESIA_API_KEY": "",  # empty counts as missing
+    }
+    assert missing_services(user_env) == {"baseten", "cartesia"}
+    async with LocalStack.filling_gaps(user_env, phrases=TEST_PHRASES[:1]) as stack:
+        assert stack.livekit is None and stack.openai is None
+        assert stack.baseten is not None and stack.cartesia is not None
+        assert {k.split("_")[0] for k in stack.env} == {"LIVEKIT", "BASETEN", "CARTESIA"}
+        assert set(stack.env) & set(user_env) == {"CARTESIA_API_KEY"}
+
+
+async def test_worker_process_reports_an_early_exit_without_secrets() -> None:
+    secret = "bt-secret-that-must-not-leak-0123456789"
+    # a config error: the worker exits 2 before connecting anywhere
+    worker = WorkerProcess(env={"BASETEN_API_KEY": secret, "BASETEN_MODEL_ENDPOINT": secret})
+    with pytest.raises(WorkerFailed, match="exited with code 2") as failure:
+        await worker.start(timeout=60)
+    assert "config error" in str(failure.value) and secret not in str(failure.value)
+    assert worker.returncode == 2
+
+
+@pytest.mark.e2e
 async def test_a_call_is_heard_answered_and_logged(
     e2e_stack: LocalStack, e2e_worker: WorkerProcess
 ) -> None:
@@ -120,6 +182,7 @@ async def test_a_call_is_heard_answered_and_logged(
     _assert_no_secrets(e2e_worker, e2e_stack)
 
 
+@pytest.mark.e2e
 async def test_two_simultaneous_callers_are_both_served(
     e2e_stack: LocalStack, e2e_worker: WorkerProcess
 ) -> None:
@@ -146,6 +209,7 @@ async def test_two_simultaneous_callers_are_both_served(
     _assert_no_secrets(e2e_worker, e2e_stack)
 
 
+@pytest.mark.e2e
 async def test_sigterm_during_a_call_lets_it_finish_then_exits_0(e2e_stack: LocalStack) -> None:
     """Rolling deploy: SIGTERM arrives while a caller is mid-turn. The worker drains: the
     reply is still spoken, the session ends normally when the caller hangs up, exit 0."""
