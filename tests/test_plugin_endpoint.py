@@ -53,6 +53,8 @@ TABLE = [
         f"  https://{H}/environments/production/predict  ",
         f"wss://{H}/environments/production/websocket",
     ),
+    # a bare model id, as the dashboard shows it
+    ("abc123", f"wss://{H}/environments/production/websocket"),
     # legacy and local forms
     (f"wss://{H}/v1/websocket", f"wss://{H}/v1/websocket"),
     ("ws://127.0.0.1:8080/v1/websocket", "ws://127.0.0.1:8080/v1/websocket"),

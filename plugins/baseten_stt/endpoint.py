@@ -71,7 +71,7 @@ def endpoint_for_chain(chain_id: str, *, environment: str = "production") -> str
 def normalize_endpoint(url: str, *, allow_insecure: bool = False) -> str:
     """Return the ``wss://…/websocket`` URL for any documented form of ``url``.
 
-    Accepted: the dashboard's ``https://…/environments/<env>/predict`` (``run_remote``
+    Accepted: a bare model id (``abc123xy``), the dashboard's ``https://…/environments/<env>/predict`` (``run_remote``
     for chains), ``/deployment/<id>/…``, ``/development/…``, a bare host (production
     environment), the legacy/local-truss ``/v1/websocket``, custom-server ``…/sync/<path>``
     and any of these already in ``wss://`` form. ``ws://`` (plaintext) only to a loopback
@@ -82,6 +82,10 @@ def normalize_endpoint(url: str, *, allow_insecure: bool = False) -> str:
     if not raw:
         raise ValueError(f"Baseten model_endpoint is empty; e.g. {_EXAMPLE}")
     if "://" not in raw:
+        if _ID_RE.match(raw) and raw.lower() != "localhost":
+            # A bare model id (what the dashboard shows next to the model's name); a
+            # host always has a dot, so this cannot shadow one.
+            return endpoint_for_model(raw)
         raw = "https://" + raw  # a bare host copied without its scheme
     try:
         parts = urlsplit(raw)
