@@ -41,7 +41,12 @@ def _parser() -> argparse.ArgumentParser:
         help="file with one phrase per line: recognise only these (JSGF grammar); "
         "default is the full English language model",
     )
-    p.add_argument("--workers", type=int, default=2, help="inference threads (default 2)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="inference threads (default 2); 0 = inline on the event loop (scripted engine)",
+    )
     p.add_argument(
         "--engine",
         choices=("pocketsphinx", "scripted"),

@@ -21,7 +21,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from types import TracebackType
 
 import aiohttp
@@ -81,7 +81,10 @@ class LocalBasetenServer:
             engine: any ``RecognitionEngine``; default ``PocketsphinxEngine``.
             faults: initial ``FaultPlan`` (default: no faults).
             host, port: where to listen.
-            inference_workers: threads running ``engine.transcribe``.
+            inference_workers: threads running ``engine.transcribe``; ``0`` runs it
+                inline on the event loop (only for near-free engines such as
+                ``ScriptedEngine``: no thread then competes for the GIL, so the send
+                times given to ``on_transcription_sent`` are exact).
             on_transcription_sent: called with a ``SentTranscription`` (request path,
                 text, wall-clock send time) after every transcription frame is sent;
                 e.g. ``JsonlSendLog`` for client-latency benchmarks.
@@ -95,7 +98,7 @@ class LocalBasetenServer:
         self._workers = inference_workers
         self._on_sent = on_transcription_sent
         self.stats = ServerStats()
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: Executor | None = None
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
         self._shutdown = asyncio.Event()
@@ -146,8 +149,10 @@ class LocalBasetenServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(
-            max_workers=self._workers, thread_name_prefix="baseten-asr"
+        self._executor = (
+            ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="baseten-asr")
+            if self._workers > 0
+            else InlineExecutor()
         )
         if self._engine is None:
             engine = PocketsphinxEngine(phrases=self._phrases)
@@ -307,6 +312,18 @@ class LocalBasetenServer:
         started = time.monotonic()
         await session.run()
         log.info("stream %s ended after %.1fs", session.stream_id, time.monotonic() - started)
+
+
+class InlineExecutor(Executor):
+    """Runs each call immediately in the caller's thread (``inference_workers=0``)."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        future: Future[object] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
 
 
 def _json_error(status: int, message: str) -> web.Response:

@@ -319,8 +319,9 @@ class StreamSession:
                     ),
                     is_end_of_audio_flush=True if job.end_of_audio_flush else None,
                 )
+                payload = result.to_wire()
                 before = time.time()
-                await self._send(result.to_wire())
+                await self._send(payload)
                 if self._on_sent is not None:
                     self._report_sent(result, before)
                 self._count_result(result)

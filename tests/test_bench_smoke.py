@@ -1,0 +1,55 @@
+"""The STT client benchmark's quick mode runs end to end and prints its table.
+
+No timing assertions (numbers depend on the machine): only that both clients were
+measured, produced numbers, matched events to server sends and lost none.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NUMBER = r"-?\d+\.\d+"
+
+
+@pytest.mark.timeout(300)
+def test_quick_mode_prints_table_for_both_clients(tmp_path: Path) -> None:
+    out_json = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.stt_client_bench", "--quick", "--json", str(out_json)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = proc.stdout
+    for header in ("A. client-added latency", "B. CPU per audio second", "C. capacity"):
+        assert header in table, table
+    for client in ("ours", "official"):
+        # latency row: three p50/p95/max trios of real numbers, then event counts
+        row = re.search(rf"^{client}\s*\|(.*)$", table, re.MULTILINE)
+        assert row is not None, table
+        assert len(re.findall(NUMBER, row.group(1))) >= 9, row.group(0)
+        # capacity row for K=50
+        assert re.search(rf"^\s*50 {client}\s*\|\s*{NUMBER} / {NUMBER}", table, re.MULTILINE)
+    assert re.search(rf"ratios ours/official .*latency p95 {NUMBER}, net CPU", table), table
+    assert len(re.findall(r"^\s+\[(PASS|FAIL)\] ", table, re.MULTILINE)) == 4, table
+
+    data = json.loads(out_json.read_text())
+    for client in ("ours", "official"):
+        lat = data["latency_phase"][client]
+        assert lat["all_ms"]["n"] > 0  # events were matched to server sends
+        assert lat["interim_ms"]["n"] > 0 and lat["final_ms"]["n"] > 0
+        assert lat["lost"] == 0 and lat["errors"] == []
+        assert lat["cpu"]["raw_ms"] > 0
+        cap = data["capacity"]["50"][client]
+        assert cap["lost"] == 0 and cap["errors"] == []
+        assert cap["latency_ms"]["n"] > 0
