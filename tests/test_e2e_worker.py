@@ -231,14 +231,10 @@ async def test_sigterm_during_a_call_lets_it_finish_then_exits_0(e2e_stack: Loca
             sigterm_at = time.time()
             worker.terminate()
 
-        # departure_timeout: LiveKit closes the room (ending the job) 1 s after the caller
-        # leaves, instead of its 20 s default, which would only slow the drain down
+        # open_call's rooms close 1 s after the caller leaves (LiveKit's default is 20 s, which
+        # would only make the drain wait longer): then the job, and the drain, ends
         async with open_call(
-            e2e_stack,
-            room=room,
-            identity="caller-drain",
-            agent_name=agent_name,
-            departure_timeout_s=1,
+            e2e_stack, room=room, identity="caller-drain", agent_name=agent_name
         ) as call:
             job_id = await _job_id(worker, room)
             turn = await speak(call, phrase, after_speech=sigterm)
