@@ -300,15 +300,14 @@ class WorkerProcess:
         proc = self._proc
         if proc is not None:
             if proc.poll() is None:
-                # the group id is the worker's pid (start_new_session): only its children
+                # the group id is the worker's pid (start_new_session), valid while it is not
+                # reaped: only the worker and its forkserver/job processes get the signal.
+                # (Once it exited by itself we send nothing: its job processes exit with it,
+                # and the id could by then belong to someone else.)
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=_KILL_WAIT_S)
-            else:
-                # exited by itself: children it may have left behind go too
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
             if self._log_dir is not None:
                 self._read_new_lines()
         if self._log_dir is not None and self._log_dir_arg is None:

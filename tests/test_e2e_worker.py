@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import urllib.request
 
 import aiohttp
 import pytest
@@ -43,6 +44,19 @@ LOG_TIMEOUT_S = 30.0
 # Shortest stretch of received agent speech that counts as a spoken reply: the echoed reply
 # ("You said: <phrase>. How can I help with that?") is ~3 s of espeak speech.
 MIN_REPLY_SPEECH_S = 1.0
+
+
+def _get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return str(resp.read().decode())
+
+
+def _sample(metrics: str, name: str) -> float:
+    """Value of the sample line ``name value`` in a Prometheus text exposition (0 if absent)."""
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def _words(text: str) -> list[str]:
@@ -180,6 +194,14 @@ async def test_a_call_is_heard_answered_and_logged(
     # transcripts are personal data: not in the log unless LOG_TRANSCRIPTS=true
     assert phrase not in e2e_worker.stdout.lower()
     _assert_no_secrets(e2e_worker, e2e_stack)
+
+    # the turn recorded in the job process reaches the main process's /metrics
+    # (prometheus_client multiprocess mode; agent/prometheus.py)
+    assert not e2e_worker.find_lines(lambda ln: ln["message"] == "prometheus_misconfigured")
+    assert e2e_worker.metrics_url is not None
+    metrics = await asyncio.to_thread(_get_text, e2e_worker.metrics_url)
+    assert _sample(metrics, 'voice_agent_turns_total{outcome="answered"}') >= 1
+    assert _sample(metrics, "voice_agent_e2e_latency_seconds_count") >= 1
 
 
 @pytest.mark.e2e
