@@ -153,7 +153,7 @@ class Server:
 
     def cpu_s(self) -> float:
         t = self.ps.cpu_times()
-        return t.user + t.system
+        return float(t.user + t.system)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -213,7 +213,7 @@ class Phase:
         return 100 * sum(r.server_cpu_s for r in self.runs) / wall if wall else float("nan")
 
     def rss_mb(self) -> float:
-        return max(r.result["rss_mb"] for r in self.runs)
+        return float(max(r.result["rss_mb"] for r in self.runs))
 
 
 def run_worker(
@@ -452,7 +452,7 @@ def report(
     return "\n".join(lines), data
 
 
-def print_profile(path: Path, client: str, top: int = 18) -> None:
+def print_profile(path: Path, client: str, top: int = 30) -> None:
     print(f"\n--- cProfile of {client} (pacing window; sorted by own time) ---")
     stats = pstats.Stats(str(path))
     stats.sort_stats("tottime").print_stats(top)
