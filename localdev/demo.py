@@ -562,25 +562,48 @@ def _trimming_engine(phrases: Sequence[str]) -> Any:
     from localdev.baseten.engine import PocketsphinxEngine
 
     class LeadTrimmingEngine(PocketsphinxEngine):
+        def __init__(self, *, phrases: Sequence[str]) -> None:
+            super().__init__(phrases=phrases)
+            #: (wall start, wall end, seconds of audio decoded) per decode, for benchmarks
+            self.decodes: list[tuple[float, float, float]] = []
+
         def transcribe(self, pcm16_16k: Any, *, time_offset: float, **kwargs: Any) -> Any:
+            started = time.time()
             loud = np.flatnonzero(np.abs(pcm16_16k) > AUDIBLE_LSB)
             cut = max(0, int(loud[0]) - int(LEAD_KEEP_S * 16_000)) if loud.size else 0
-            return super().transcribe(
-                pcm16_16k[cut:], time_offset=time_offset + cut / 16_000, **kwargs
-            )
+            try:
+                return super().transcribe(
+                    pcm16_16k[cut:], time_offset=time_offset + cut / 16_000, **kwargs
+                )
+            finally:
+                self.decodes.append((started, time.time(), (len(pcm16_16k) - cut) / 16_000))
 
     engine = LeadTrimmingEngine(phrases=phrases)
     engine.warm_up()  # rejects a phrase the dictionary lacks before anything listens
     return engine
 
 
+@dataclass
+class DemoServices:
+    """What ``demo_services`` started."""
+
+    stack: Any  # localdev.stack.LocalStack
+    env: dict[str, str]  # the worker's variables for everything local
+    baseten: Any = None  # the LocalBasetenServer, when Baseten is local
+    engine: Any = None  # its engine (``decodes`` timings)
+
+
 @contextlib.asynccontextmanager
 async def demo_services(
-    plan: ServicePlan, phrases: Sequence[str], *, livekit: bool
-) -> AsyncIterator[tuple[Any, dict[str, str]]]:
+    plan: ServicePlan,
+    phrases: Sequence[str],
+    *,
+    livekit: bool,
+    on_transcription_sent: Callable[[Any], None] | None = None,
+) -> AsyncIterator[DemoServices]:
     """A ``LocalStack`` for LiveKit (optional) and the OpenAI/Cartesia stand-ins that have
-    no key, plus the Baseten stand-in (lead-trimming engine) when Baseten has none; yields the
-    stack and the env vars pointing the worker at all of it."""
+    no key, plus the Baseten stand-in (lead-trimming engine) when Baseten has none, whose
+    sends go to ``on_transcription_sent`` (benchmarks)."""
     from localdev.baseten import LocalBasetenServer
     from localdev.stack import BASETEN_PATH, LocalStack
 
@@ -599,10 +622,14 @@ async def demo_services(
             key = "demo-baseten-" + secrets.token_hex(16)
             engine = await asyncio.to_thread(_trimming_engine, phrases)
             baseten = await exit_stack.enter_async_context(
-                LocalBasetenServer(api_key=key, engine=engine)
+                LocalBasetenServer(
+                    api_key=key, engine=engine, on_transcription_sent=on_transcription_sent
+                )
             )
             env |= {"BASETEN_MODEL_ENDPOINT": baseten.url + BASETEN_PATH, "BASETEN_API_KEY": key}
-        yield stack, env
+            yield DemoServices(stack, env, baseten, engine)
+        else:
+            yield DemoServices(stack, env)
 
 
 #: Worker settings the demo adds: the scripted words are no personal data, and the table
@@ -619,7 +646,8 @@ async def run_with_livekit(
     from localdev.worker_process import WorkerFailed, WorkerProcess
 
     result = DemoResult(mode="worker subprocess, local livekit-server")
-    async with demo_services(plan, phrases, livekit=True) as (stack, local_env):
+    async with demo_services(plan, phrases, livekit=True) as services:
+        stack, local_env = services.stack, services.env
         progress(f"livekit-server ready at {stack.livekit.url}; local stand-ins up")
         worker = WorkerProcess(env={**plan.user_env, **local_env, **DEMO_WORKER_SETTINGS})
         progress("starting the worker: python agent.py start (env only)")
@@ -678,7 +706,7 @@ async def _call(
                     for attempt in range(1, SAY_ATTEMPTS + 1):
                         # speak when the agent listens: before its session subscribed to
                         # our mic, audio is lost; and not over its previous reply
-                        await _wait_agent_listening(caller, agent.identity, within_s=TURN_TIMEOUT_S)
+                        await wait_agent_listening(caller, agent.identity, within_s=TURN_TIMEOUT_S)
                         await asyncio.sleep(PAUSE_BEFORE_TURN_S)
                         again = " (again)" if attempt > 1 else ""
                         progress(f"turn {i}/{len(phrases)}: caller says {phrase!r}{again}")
@@ -734,7 +762,7 @@ async def _heard(caller: Any, *, after: float) -> bool:
     return True
 
 
-async def _wait_agent_listening(caller: Any, identity: str, *, within_s: float) -> None:
+async def wait_agent_listening(caller: Any, identity: str, *, within_s: float) -> None:
     def state() -> str | None:
         p = caller.room.remote_participants.get(identity)
         return p.attributes.get(AGENT_STATE_ATTRIBUTE) if p is not None else None
@@ -812,7 +840,8 @@ async def run_roomless(
     result = DemoResult(mode="room-less session")
     try:
         with _logs_to(log):
-            async with demo_services(plan, phrases, livekit=False) as (_, local_env):
+            async with demo_services(plan, phrases, livekit=False) as services:
+                local_env = services.env
                 env = {**plan.user_env, **local_env, **DEMO_WORKER_SETTINGS}
                 try:
                     settings = load_settings(env, profile=Profile.CONSOLE)
