@@ -330,7 +330,8 @@ def report(
     w(
         f"A. client-added latency, server send -> SpeechEvent yielded "
         f"({plan.latency_streams} streams x {_f(plan.seconds, 1)} s), ms; server stamp "
-        f"= after send (serialise+write took p95 {_f(stamp_gap['p95'], 3)} ms)"
+        f"= before serialise+write (which took p50 {_f(stamp_gap['p50'], 3)} ms, "
+        f"p95 {_f(stamp_gap['p95'], 3)} ms: included, for both clients)"
     )
     w(
         f"{'client':<9}| {'interim p50/p95/max':<22}| {'final p50/p95/max':<22}| "
