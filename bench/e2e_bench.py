@@ -192,7 +192,7 @@ def dispatch_stages(
 
 
 def _final_user_segment(caller: Any, since: float) -> Any:
-    """The user transcript segment that became final at/after ``since`` (None: not yet)."""
+    """A user transcript segment that became final at/after ``since`` (None: not yet)."""
     return next(
         (s for s in caller.transcripts("user") if s.final and (s.final_at or 0.0) >= since),
         None,
@@ -238,12 +238,11 @@ async def one_round(
                     said = await caller.say(samples, 16_000, trailing_silence_s=TRAILING_SILENCE_S)
                     end = said.speech_ended_at - tail_s
                     try:
-                        seg = await caller.wait_for(
-                            functools.partial(_final_user_segment, caller, said.started_at),
+                        await caller.wait_for(
+                            functools.partial(_final_user_segment, caller, end),
                             timeout=TURN_TIMEOUT_S,
                             what="the user transcript",
                         )
-                        sample.caller_transcript_ms = ((seg.final_at or 0) - end) * 1000
                         audio = await caller.wait_for_agent_audio(after=end, timeout=TURN_TIMEOUT_S)
                         sample.caller_e2e_ms = (audio.started_at - end) * 1000
                         line = await worker.wait_for_line(
@@ -259,6 +258,14 @@ async def one_round(
                         sample.error = str(exc).splitlines()[0][:200]
                         result.errors.append(f"round {r} turn {t}: {sample.error}")
                         break
+                    # the last final of the utterance: when its audio arrived split (a gap
+                    # in the WebRTC audio), an earlier final came before the end of speech
+                    finals = [
+                        x.final_at
+                        for x in caller.transcripts("user")
+                        if x.final and x.final_at and x.final_at >= said.started_at
+                    ]
+                    sample.caller_transcript_ms = (max(finals) - end) * 1000
                     sample.heard = line.get("transcript")
                     sample.plugin_transcript_ms = line.get("transcript_latency_ms")
                     sample.worker_e2e_ms = line.get("e2e_latency_ms")
