@@ -5,7 +5,7 @@
 Setup (the same as ``python agent.py demo``): a loopback ``livekit-server``, the worker as
 users run it (``python agent.py start``, env only, production defaults: turn-detector model,
 prewarmed idle job processes), and the local stand-ins for Baseten (pocketsphinx restricted to
-the phrases, with the demo's lead trimming), OpenAI and Cartesia, with no injected delays.
+the phrases, as in the demo), OpenAI and Cartesia, with no injected delays.
 Each round is one call: create a room, join as a caller, dispatch the agent by name, say T
 espeak-ng phrases, hang up.
 

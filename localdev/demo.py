@@ -537,48 +537,12 @@ def render_plot(log: Path, png: Path, progress: Progress) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-#: The Baseten stand-in's pocketsphinx decodes a final buffer from this long before its
-#: first audible sample (-40 dBFS, as ``localdev.roomless_io.AUDIBLE_THRESHOLD``) on. Why:
-#: a final buffer holds all the audio since the previous final (as on the real server), in
-#: LiveKit mode seconds of Opus-decoded near-silence (+-3 LSB) before the words, and on
-#: such buffers (captured at the stand-in) pocketsphinx's phrase grammar decoded "turn on
-#: the lights" as nothing and "what is the weather like today" as "... what is the"; on 3 s
-#: of +-2 LSB noise before espeak speech it got 28/30 phrases right. Trimmed to 0.25 s
-#: lead: 33/33 on the same set (0.1 s: 31/33, 0.5 s: 32/33; gating the noise to zero
-#: instead lost soft words: "book a table for two" -> "book a table for"). It also makes
-#: each partial (which re-decodes the whole buffer) cheap: 10 s of buffer took 359 ms,
-#: 2 s 46 ms, on the shared 2-core machine, where queued partials had delayed finals by
-#: seconds. Word times are shifted back, so timestamps stay exact. Whisper, the real
-#: model, has no such weakness.
-LEAD_KEEP_S = 0.25
-AUDIBLE_LSB = 328
-
-
-def _trimming_engine(phrases: Sequence[str]) -> Any:
-    """The stand-in's pocketsphinx engine, decoding from just before the speech
-    (see ``LEAD_KEEP_S``)."""
-    import numpy as np
-
+def _phrase_engine(phrases: Sequence[str]) -> Any:
+    """The stand-in's pocketsphinx engine restricted to the demo's phrases (its
+    ``decodes`` record feeds the benchmark's decode timings)."""
     from localdev.baseten.engine import PocketsphinxEngine
 
-    class LeadTrimmingEngine(PocketsphinxEngine):
-        def __init__(self, *, phrases: Sequence[str]) -> None:
-            super().__init__(phrases=phrases)
-            #: (wall start, wall end, seconds of audio decoded) per decode, for benchmarks
-            self.decodes: list[tuple[float, float, float]] = []
-
-        def transcribe(self, pcm16_16k: Any, *, time_offset: float, **kwargs: Any) -> Any:
-            started = time.time()
-            loud = np.flatnonzero(np.abs(pcm16_16k) > AUDIBLE_LSB)
-            cut = max(0, int(loud[0]) - int(LEAD_KEEP_S * 16_000)) if loud.size else 0
-            try:
-                return super().transcribe(
-                    pcm16_16k[cut:], time_offset=time_offset + cut / 16_000, **kwargs
-                )
-            finally:
-                self.decodes.append((started, time.time(), (len(pcm16_16k) - cut) / 16_000))
-
-    engine = LeadTrimmingEngine(phrases=phrases)
+    engine = PocketsphinxEngine(phrases=phrases)
     engine.warm_up()  # rejects a phrase the dictionary lacks before anything listens
     return engine
 
@@ -602,7 +566,7 @@ async def demo_services(
     on_transcription_sent: Callable[[Any], None] | None = None,
 ) -> AsyncIterator[DemoServices]:
     """A ``LocalStack`` for LiveKit (optional) and the OpenAI/Cartesia stand-ins that have
-    no key, plus the Baseten stand-in (lead-trimming engine) when Baseten has none, whose
+    no key, plus the Baseten stand-in when Baseten has none, whose
     sends go to ``on_transcription_sent`` (benchmarks)."""
     from localdev.baseten import LocalBasetenServer
     from localdev.stack import BASETEN_PATH, LocalStack
@@ -611,7 +575,7 @@ async def demo_services(
         stack = await exit_stack.enter_async_context(
             LocalStack(
                 livekit=livekit,
-                baseten=False,  # started below, with the trimming engine
+                baseten=False,  # started below, with the phrase engine (decode timings)
                 openai="openai" in plan.local,
                 cartesia="cartesia" in plan.local,
                 agent_name=DEMO_AGENT_NAME if livekit else None,
@@ -620,7 +584,7 @@ async def demo_services(
         env = dict(stack.env)
         if "baseten" in plan.local:
             key = "demo-baseten-" + secrets.token_hex(16)
-            engine = await asyncio.to_thread(_trimming_engine, phrases)
+            engine = await asyncio.to_thread(_phrase_engine, phrases)
             baseten = await exit_stack.enter_async_context(
                 LocalBasetenServer(
                     api_key=key, engine=engine, on_transcription_sent=on_transcription_sent

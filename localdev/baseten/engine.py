@@ -14,9 +14,11 @@ two" -> "will signal for two"), so tests that assert words must pass ``phrases``
 
 from __future__ import annotations
 
+import collections
 import math
 import re
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,6 +38,20 @@ _ALT_PRON = re.compile(r"\(\d+\)$")
 #: Word posteriors of exactly 0 would make ``log`` blow up; clamp like Whisper's
 #: avg-logprob which never goes below a few nats on real speech.
 _MIN_PROB = 1e-6
+
+#: Decode a buffer from this long before its first audible sample. A final buffer holds all
+#: audio since the previous final (as on the real server): over WebRTC that is seconds of
+#: Opus-decoded near-silence (+-3 LSB) before the words, and on such buffers captured at
+#: this server the phrase grammar decoded "turn on the lights" as nothing and "what is the
+#: weather like today" as "... what is the" (28/30 phrases right with 3 s of +-2 LSB lead).
+#: With a 0.25 s lead: 33/33 (0.1 s: 31/33, 0.5 s: 32/33); gating the noise to zero instead
+#: lost soft words ("book a table for two" -> "book a table for"). It also keeps partials
+#: (each re-decodes the whole buffer) cheap: 10 s of buffer took 359 ms, 2 s 46 ms, on the
+#: shared 2-core machine. Word times are shifted back, so timestamps stay exact. Whisper,
+#: the real model, has no such weakness; this only makes the stand-in dependable.
+LEAD_KEEP_S = 0.25
+#: -40 dBFS, the same "audible" level as the server VAD's midpoint (``vad.py``).
+AUDIBLE_LSB = 328
 
 
 @runtime_checkable
@@ -108,6 +124,11 @@ class PocketsphinxEngine:
         """
         self._grammar = phrase_grammar(phrases) if phrases else None
         self._local = threading.local()
+        #: (wall start, wall end, seconds of audio decoded) of recent decodes, so
+        #: benchmarks can tell the stand-in's own time from the client's.
+        self.decodes: collections.deque[tuple[float, float, float]] = collections.deque(
+            maxlen=10_000
+        )
         # Imported lazily (pocketsphinx is a dev-only dependency) but on the thread that
         # builds the engine, never in a worker thread: CPython 3.11's compiler keeps a
         # process-global AST recursion counter, so compiling a module's source in one
@@ -150,12 +171,18 @@ class PocketsphinxEngine:
         # Below ~0.1 s there is nothing to decode and pocketsphinx only logs warnings.
         if len(pcm16_16k) < PCM_SAMPLE_RATE // 10:
             return []
+        started = time.time()
+        loud = np.flatnonzero(np.abs(pcm16_16k) > AUDIBLE_LSB)
+        cut = max(0, int(loud[0]) - int(LEAD_KEEP_S * PCM_SAMPLE_RATE)) if loud.size else 0
+        pcm16_16k = pcm16_16k[cut:]
+        time_offset += cut / PCM_SAMPLE_RATE
         decoder = self._decoder()
         decoder.start_utt()
         decoder.process_raw(
             np.ascontiguousarray(pcm16_16k, dtype=np.int16).tobytes(), full_utt=True
         )
         decoder.end_utt()
+        self.decodes.append((started, time.time(), len(pcm16_16k) / PCM_SAMPLE_RATE))
         if decoder.hyp() is None:
             return []
         words: list[Word] = []
