@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import math
 import random
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,7 +28,6 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import numpy as np
-import numpy.typing as npt
 import pydantic
 from livekit import rtc
 from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, stt, utils
@@ -55,6 +55,8 @@ from .transcript import speech_span, to_speech_data
 
 if TYPE_CHECKING:
     from .stt import STT
+
+_BIG_ENDIAN = sys.byteorder == "big"
 
 #: RECOGNITION_USAGE cadence in seconds of audio (LiveKit's Deepgram plugin uses 5 s).
 USAGE_INTERVAL_S = 5.0
@@ -125,17 +127,24 @@ class SpeechStream(stt.RecognizeStream):
         self._frame_samples = opts.encoding.frame_samples
         self._frame_s = self._frame_samples / opts.sample_rate
         # audio timeline (stream time), persistent across connections and _run retries
-        self._pending = np.zeros(0, dtype=np.int16)
-        self._next_index = 0
-        self._input_samples = 0
+        self._frame_bytes = opts.encoding.frame_bytes
+        # Pushed audio not yet cut into protocol frames: native int16 mono at the
+        # encoding's rate, as raw bytes (a numpy join/slice per 20 ms frame cost 6x more).
+        self._pending = bytearray()
+        self._pending_frame_bytes = self._frame_samples * 2  # int16 bytes per protocol frame
+        self._pushed_samples = 0  # mono samples at the encoding's rate, ever pushed
+        self._next_wall_mark = self._frame_samples  # record wall clock when passing this
+        self._sender_waiter: asyncio.Future[None] | None = None
         self._usage_reported_samples = 0
+        self._usage_every_samples = int(USAGE_INTERVAL_S * opts.sample_rate)
         self._input_done = False
         self._replay = ReplayBuffer(
-            frame_duration_s=self._frame_s, max_duration_s=opts.replay_buffer_s
+            frame_duration_s=self._frame_s,
+            frame_bytes=self._frame_bytes,
+            max_duration_s=opts.replay_buffer_s,
         )
         self._overflow_reported = 0
         self._wall = WallClockMap()
-        self._pushed_s = 0.0
         self._finalised_until = 0.0
         self._last_final_end = -math.inf
         self._speaking = False
@@ -156,19 +165,79 @@ class SpeechStream(stt.RecognizeStream):
 
     # ------------------------------------------------------------------ input
     def push_frame(self, frame: rtc.AudioFrame) -> None:
+        """Queue audio for the server (any rate and channel count).
+
+        Same contract as ``RecognizeStream.push_frame`` (consistent sample rate, resampled
+        to the encoding's rate, errors once input ended or the stream closed), but the
+        audio goes straight into a byte buffer and the send loop is woken only when a
+        whole protocol frame is ready: a channel item and a task wake-up per 20 ms frame
+        was the largest CPU cost of a stream.
+        """
+        if self._input_ch.closed:
+            self._check_input_not_ended()
+        if self._event_ch.closed:
+            self._check_not_closed()
+        rate = frame.sample_rate
+        if self._pushed_sr != rate:
+            if self._pushed_sr:
+                raise ValueError("the sample rate of the input frames must be consistent")
+            self._pushed_sr = rate
         if frame.num_channels > 1:
             # The server is mono; average channels rather than feed interleaved samples.
             data = np.frombuffer(frame.data, dtype=np.int16).reshape(-1, frame.num_channels)
             mono = data.mean(axis=1).astype(np.int16)
             frame = rtc.AudioFrame(
                 data=mono.tobytes(),
-                sample_rate=frame.sample_rate,
+                sample_rate=rate,
                 num_channels=1,
                 samples_per_channel=frame.samples_per_channel,
             )
-        super().push_frame(frame)
-        self._pushed_s += frame.samples_per_channel / frame.sample_rate
-        self._wall.record(self._pushed_s, time.time())
+        if rate == self._needed_sr:
+            self._pending += frame.data
+            self._pushed_samples += frame.samples_per_channel
+        else:
+            if self._resampler is None:
+                self._resampler = rtc.AudioResampler(
+                    rate, self._opts.sample_rate, quality=rtc.AudioResamplerQuality.HIGH
+                )
+            for out in self._resampler.push(frame):
+                self._pending += out.data
+                self._pushed_samples += out.samples_per_channel
+        if self._pushed_samples >= self._next_wall_mark:
+            self._on_frames_completed()
+
+    def _on_frames_completed(self) -> None:
+        """A push completed one or more protocol frames: map them to wall clock, send."""
+        n = self._frame_samples
+        self._next_wall_mark = (self._pushed_samples // n + 1) * n
+        self._wall.record(self._pushed_samples / self._opts.sample_rate, time.time())
+        self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        waiter = self._sender_waiter
+        if waiter is not None:
+            self._sender_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def flush(self) -> None:
+        # Baseten has no mid-stream finalize (the server's VAD decides); a flush only
+        # drains the resampler, as the base class does.
+        self._check_input_not_ended()
+        self._check_not_closed()
+        if self._resampler is not None:
+            for out in self._resampler.flush():
+                self._pending += out.data
+                self._pushed_samples += out.samples_per_channel
+            if self._pushed_samples >= self._next_wall_mark:
+                self._on_frames_completed()
+
+    def end_input(self) -> None:
+        super().end_input()  # flush() above, then close the input channel
+        if self._pending:
+            # the padded tail is sent now: map its end too
+            self._wall.record(self._pushed_samples / self._opts.sample_rate, time.time())
+        self._wake_sender()
 
     def update_options(self, opts: STTOptions) -> None:
         """Apply new options on a fresh connection at the next utterance boundary.
@@ -246,9 +315,7 @@ class SpeechStream(stt.RecognizeStream):
         self._owner.stats.handshake_retries += 1
 
     async def _run_connection(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        frames = self._replay.frames()
-        base_s = frames[0][0] * self._frame_s if frames else self._next_index * self._frame_s
-        conn = _Conn(ws=ws, base_s=base_s)
+        conn = _Conn(ws=ws, base_s=self._replay.start_s)
         self._reconnect_event.clear()
         self._pending_update = False
         await self._send(conn, self._opts.first_message())
@@ -295,43 +362,88 @@ class SpeechStream(stt.RecognizeStream):
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as e:
             raise _SendFailed(f"send failed: {type(e).__name__}") from None
 
-    def _encode(self, samples: npt.NDArray[np.int16]) -> bytes:
+    def _encode(self, raw: bytearray) -> bytes:
         if self._encoding is Encoding.PCM_MULAW:
-            return mulaw.encode(samples)
-        return samples.astype("<i2").tobytes()
-
-    async def _send_frame(self, conn: _Conn, frame: bytes) -> None:
-        await self._send(conn, frame)
-        self._owner.stats.frames_sent += 1
+            return mulaw.encode(np.frombuffer(raw, dtype=np.int16))
+        if _BIG_ENDIAN:
+            return np.frombuffer(raw, dtype=np.int16).astype("<i2").tobytes()
+        return bytes(raw)  # native int16 is already s16le
 
     async def _send_loop(self, conn: _Conn) -> None:
-        replay = self._replay.frames()
-        if replay and self._connections > 1:
-            self._owner.stats.replayed_frames += len(replay)
+        replayed = len(self._replay)
+        if replayed and self._connections > 1:
+            self._owner.stats.replayed_frames += replayed
             logger.info(
                 "replaying %.2f s of unfinalised audio",
-                len(replay) * self._frame_s,
-                extra={"request_id": self._request_id, "frames": len(replay)},
+                replayed * self._frame_s,
+                extra={"request_id": self._request_id, "frames": replayed},
             )
-        for _, frame in replay:
-            await self._send_frame(conn, frame)
+        for frame in self._replay.frames():
+            await self._send(conn, frame)
+        self._owner.stats.frames_sent += replayed
         if not self._input_done:
-            async for item in self._input_ch:
-                if isinstance(item, self._FlushSentinel):
-                    # Baseten has no mid-stream finalize; the server's VAD decides.
-                    continue
-                samples = np.frombuffer(item.data, dtype=np.int16)
-                self._input_samples += len(samples)
-                self._pending = np.concatenate([self._pending, samples])
-                await self._drain_pending(conn, pad=False)
-                self._report_usage(final=False)
-            await self._drain_pending(conn, pad=True)
+            loop = asyncio.get_running_loop()
+            while True:
+                await self._send_pending(conn)
+                if self._pushed_samples - self._usage_reported_samples >= (
+                    self._usage_every_samples
+                ):
+                    self._report_usage(final=False)
+                if self._input_ch.closed:
+                    break
+                if len(self._pending) < self._pending_frame_bytes:
+                    waiter: asyncio.Future[None] = loop.create_future()
+                    self._sender_waiter = waiter
+                    await waiter
+            tail = len(self._pending) % self._pending_frame_bytes
+            if tail:
+                # The server's VAD accepts only whole windows: zero-pad the tail.
+                self._pending += bytes(self._pending_frame_bytes - tail)
+            await self._send_pending(conn)
             self._input_done = True
             self._report_usage(final=True)
         conn.end_sent = True
         conn.end_sent_at = time.monotonic()
         await self._send(conn, end_audio_message())
         await self._await_finished(conn)
+
+    async def _send_pending(self, conn: _Conn) -> None:
+        """Cut every whole protocol frame off the pending audio, keep it, send it."""
+        pending = self._pending
+        size = self._pending_frame_bytes
+        if len(pending) < size:
+            return
+        ws = conn.ws
+        replay = self._replay
+        sent = 0
+        try:
+            while len(pending) >= size:
+                frame = self._encode(pending[:size])
+                del pending[:size]
+                # kept before it is sent: a frame lost with a dying socket is replayed
+                replay.append(frame)
+                if ws.closed:
+                    raise _SendFailed("socket closed while sending")
+                await ws.send_bytes(frame)
+                sent += 1
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as e:
+            raise _SendFailed(f"send failed: {type(e).__name__}") from None
+        finally:
+            self._owner.stats.frames_sent += sent
+            if replay.overflowed > self._overflow_reported:
+                self._report_overflow()
+
+    def _report_overflow(self) -> None:
+        self._owner.stats.replay_overflow_frames += (
+            self._replay.overflowed - self._overflow_reported
+        )
+        if self._overflow_reported == 0:
+            logger.warning(
+                "replay buffer full (%.0f s unfinalised); oldest audio can no longer be replayed",
+                self._opts.replay_buffer_s,
+                extra={"request_id": self._request_id},
+            )
+        self._overflow_reported = self._replay.overflowed
 
     async def _await_finished(self, conn: _Conn) -> None:
         """Wait for ``finished`` while the server keeps making progress.
@@ -360,37 +472,12 @@ class SpeechStream(stt.RecognizeStream):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(conn.finished.wait(), remaining)
 
-    async def _drain_pending(self, conn: _Conn, *, pad: bool) -> None:
-        n = self._frame_samples
-        if pad and len(self._pending) % n > 0:
-            # The server's VAD accepts only whole windows: zero-pad the tail.
-            pad_len = n - len(self._pending) % n
-            self._pending = np.concatenate([self._pending, np.zeros(pad_len, dtype=np.int16)])
-        while len(self._pending) >= n:
-            chunk, self._pending = self._pending[:n], self._pending[n:]
-            frame = self._encode(chunk)
-            self._replay.append(self._next_index, frame)
-            self._next_index += 1
-            if self._replay.overflowed > self._overflow_reported:
-                self._owner.stats.replay_overflow_frames += (
-                    self._replay.overflowed - self._overflow_reported
-                )
-                if self._overflow_reported == 0:
-                    logger.warning(
-                        "replay buffer full (%.0f s unfinalised); oldest audio can no longer "
-                        "be replayed",
-                        self._opts.replay_buffer_s,
-                        extra={"request_id": self._request_id},
-                    )
-                self._overflow_reported = self._replay.overflowed
-            await self._send_frame(conn, frame)
-
     def _report_usage(self, *, final: bool) -> None:
         rate = self._opts.sample_rate
-        new = self._input_samples - self._usage_reported_samples
-        if new <= 0 or (not final and new < USAGE_INTERVAL_S * rate):
+        new = self._pushed_samples - self._usage_reported_samples
+        if new <= 0 or (not final and new < self._usage_every_samples):
             return
-        self._usage_reported_samples = self._input_samples
+        self._usage_reported_samples = self._pushed_samples
         self._owner.stats.audio_seconds += new / rate
         self._event_ch.send_nowait(
             stt.SpeechEvent(

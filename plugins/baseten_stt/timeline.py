@@ -3,57 +3,102 @@
 Stream time is seconds of audio pushed into the stream since it was created; it is
 continuous across reconnects, unlike the server's times, which restart at 0 on each
 connection. Both classes are synchronous and free of I/O so they are easy to test.
+
+Both store flat buffers (one ``bytearray``, two ``array('d')``), not a Python object
+per frame: at ~31 protocol frames/s per stream, per-frame tuples, ``bytes`` and floats
+cost more memory (and allocator work) than the audio they describe.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import deque
+from array import array
+from collections.abc import Iterator
+
+#: Overflow is trimmed in steps of this many seconds of audio rather than one frame at a
+#: time, so a full buffer (a long unfinalised stretch) costs one cut per second instead
+#: of one per frame; the buffer then holds between ``max_duration_s`` and that plus this.
+OVERFLOW_TRIM_STEP_S = 1.0
 
 
 class ReplayBuffer:
     """Encoded frames the server has not finalised yet, in stream order.
 
     Frames are appended before they are sent, so a frame lost with a dying socket is
-    still here. ``trim_until`` drops frames wholly covered by a final; ``max_frames``
-    bounds memory (the oldest audio is given up first, and counted).
+    still here. Frame ``i`` covers stream time ``[i * d, (i + 1) * d)`` with ``d`` =
+    ``frame_duration_s``; every frame is ``frame_bytes`` long, so the buffer is one
+    ``bytearray`` plus the index of its first frame. ``trim_until`` drops frames wholly
+    covered by a final; ``max_duration_s`` bounds memory (the oldest audio is given up
+    first, and counted in ``overflowed``).
     """
 
-    def __init__(self, *, frame_duration_s: float, max_duration_s: float) -> None:
+    def __init__(self, *, frame_duration_s: float, frame_bytes: int, max_duration_s: float) -> None:
+        """Keep at least ``max_duration_s`` of unfinalised ``frame_bytes``-byte frames."""
         self.frame_duration_s = frame_duration_s
+        self.frame_bytes = frame_bytes
         self.max_frames = max(1, int(max_duration_s / frame_duration_s))
-        self._frames: deque[tuple[int, bytes]] = deque()
+        self._slack_frames = max(1, round(OVERFLOW_TRIM_STEP_S / frame_duration_s))
+        self._data = bytearray()
+        self.first_index = 0  # index of the oldest frame held
+        self.next_index = 0  # index the next appended frame gets
         self.overflowed = 0
 
-    def append(self, index: int, frame: bytes) -> None:
-        self._frames.append((index, frame))
-        while len(self._frames) > self.max_frames:
-            self._frames.popleft()
-            self.overflowed += 1
+    def append(self, frame: bytes | bytearray) -> None:
+        """Add the next frame (exactly ``frame_bytes`` long)."""
+        self._data += frame
+        self.next_index += 1
+        if self.next_index - self.first_index > self.max_frames + self._slack_frames:
+            drop = self.next_index - self.first_index - self.max_frames
+            self._drop(drop)
+            self.overflowed += drop
 
     def trim_until(self, stream_time_s: float) -> None:
         """Forget frames that end at or before ``stream_time_s``."""
-        while self._frames and (self._frames[0][0] + 1) * self.frame_duration_s <= stream_time_s:
-            self._frames.popleft()
+        d = self.frame_duration_s
+        # first index whose frame ends after stream_time_s: (i + 1) * d > t
+        i = max(self.first_index, int(stream_time_s / d) - 1)
+        while (i + 1) * d <= stream_time_s:
+            i += 1
+        while i > self.first_index and i * d > stream_time_s:
+            i -= 1  # float rounding in the division: never drop a frame ending after t
+        self._drop(min(i, self.next_index) - self.first_index)
 
-    def frames(self) -> list[tuple[int, bytes]]:
-        return list(self._frames)
+    def _drop(self, frames: int) -> None:
+        if frames > 0:
+            # Deleting from the front of a bytearray moves its start pointer, no copy.
+            del self._data[: frames * self.frame_bytes]
+            self.first_index += frames
+
+    def frames(self) -> Iterator[bytes]:
+        """The held frames, oldest first (a snapshot: safe to append while iterating)."""
+        data = bytes(self._data)
+        fb = self.frame_bytes
+        for start in range(0, len(data), fb):
+            yield data[start : start + fb]
+
+    @property
+    def start_s(self) -> float:
+        """Stream time of the oldest held frame (of the next frame if none is held)."""
+        return self.first_index * self.frame_duration_s
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return self.next_index - self.first_index
 
 
 class WallClockMap:
-    """Remembers when each stretch of stream audio was pushed (wall clock).
+    """Remembers when stretches of stream audio were pushed (wall clock).
 
-    ``record(end_s, wall)`` after each pushed frame; ``wall_time_at(t)`` is the push
-    time of the frame holding stream time ``t``. Old points are pruned by the caller
-    (``forget_before``) once their audio is finalised.
+    ``record(end_s, wall)`` after a push whose audio ends at stream time ``end_s``;
+    ``wall_time_at(t)`` is the wall time of the first recorded push ending at or after
+    ``t``. Recording every push is exact; the stream records once per completed protocol
+    frame, which bounds the error by one input frame (the push holding ``t`` or the one
+    after it). Old points are pruned by the caller (``forget_before``) once their audio
+    is finalised.
     """
 
     def __init__(self) -> None:
-        self._ends: list[float] = []
-        self._walls: list[float] = []
+        self._ends = array("d")
+        self._walls = array("d")
 
     def record(self, end_s: float, wall_time: float) -> None:
         self._ends.append(end_s)
@@ -71,3 +116,6 @@ class WallClockMap:
         if i > 0:
             del self._ends[:i]
             del self._walls[:i]
+
+    def __len__(self) -> int:
+        return len(self._ends)
