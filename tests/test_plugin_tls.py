@@ -69,3 +69,15 @@ def test_wrong_hostname_is_refused(self_signed_tls) -> None:
     # The cert names 127.0.0.1/localhost only; check_hostname stays on by default.
     ctx = STT(api_key="k", model_endpoint="wss://example.invalid/v1/websocket")._ssl_context
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+
+
+def test_default_context_is_shared_per_trust_store(self_signed_tls, monkeypatch) -> None:
+    # One parsed CA store per process, not per STT; a new SSL_CERT_FILE still applies.
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    url = "wss://example.invalid/v1/websocket"
+    a = STT(api_key="k", model_endpoint=url)._ssl_context
+    b = STT(api_key="k", model_endpoint=url)._ssl_context
+    assert a is b and a.verify_mode == ssl.CERT_REQUIRED
+    monkeypatch.setenv("SSL_CERT_FILE", str(self_signed_tls.ca_cert))
+    c = STT(api_key="k", model_endpoint=url)._ssl_context
+    assert c is not a and c.check_hostname

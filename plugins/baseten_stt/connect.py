@@ -8,6 +8,8 @@ headers, i.e. the API key, and would surface in tracebacks and error reprs.
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import random
 import ssl
 import time
@@ -32,6 +34,23 @@ _AUTH_HINTS = {
     "model_endpoint",
     402: "Baseten refused the request (402 Payment Required); check the account's billing",
 }
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """Verified TLS against the system store, as ``ssl.create_default_context()``, shared.
+
+    A context holds the parsed CA store (~850 KB measured on this image), so one per
+    ``STT`` cost most of a stream's memory when every stream has its own STT (the
+    benchmark, per-participant agents). Contexts are safe to share between connections.
+    The store is read from ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when a context is built, so
+    the cache is keyed by them: changing either still takes effect for new STTs.
+    """
+    return _default_ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.lru_cache(maxsize=4)
+def _default_ssl_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    return ssl.create_default_context()
 
 
 def _status_phrase(status: int) -> str:

@@ -19,6 +19,7 @@ from livekit.agents import (
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import AudioBuffer, is_given
 
+from .connect import default_ssl_context
 from .endpoint import endpoint_for_chain, endpoint_for_model, normalize_endpoint
 from .log import logger
 from .models import STTOptions
@@ -182,8 +183,9 @@ class STT(stt.STT[EventTypes]):
         )
         self._api_key = api_key
         self._url = url
-        # Verified TLS against the system store (the official plugin disables checks).
-        self._ssl_context = ssl_context or ssl.create_default_context()
+        # Verified TLS against the system store (the official plugin disables checks);
+        # the default context is shared per process (it holds the parsed CA store).
+        self._ssl_context = ssl_context or default_ssl_context()
         self._session = http_session
         self._owns_session = False
         self._streams: weakref.WeakSet[SpeechStream] = weakref.WeakSet()
