@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import math
 import random
 import sys
@@ -128,6 +129,9 @@ class SpeechStream(stt.RecognizeStream):
         self._frame_s = self._frame_samples / opts.sample_rate
         # audio timeline (stream time), persistent across connections and _run retries
         self._frame_bytes = opts.encoding.frame_bytes
+        self._rate = opts.sample_rate  # the encoding's; fixed for the stream's life
+        # s16le on a little-endian host: pending bytes are already wire bytes
+        self._raw_is_wire = opts.encoding is Encoding.PCM_S16LE and not _BIG_ENDIAN
         # Pushed audio not yet cut into protocol frames: native int16 mono at the
         # encoding's rate, as raw bytes (a numpy join/slice per 20 ms frame cost 6x more).
         self._pending = bytearray()
@@ -198,7 +202,7 @@ class SpeechStream(stt.RecognizeStream):
         else:
             if self._resampler is None:
                 self._resampler = rtc.AudioResampler(
-                    rate, self._opts.sample_rate, quality=rtc.AudioResamplerQuality.HIGH
+                    rate, self._rate, quality=rtc.AudioResamplerQuality.HIGH
                 )
             for out in self._resampler.push(frame):
                 self._pending += out.data
@@ -210,8 +214,12 @@ class SpeechStream(stt.RecognizeStream):
         """A push completed one or more protocol frames: map them to wall clock, send."""
         n = self._frame_samples
         self._next_wall_mark = (self._pushed_samples // n + 1) * n
-        self._wall.record(self._pushed_samples / self._opts.sample_rate, time.time())
-        self._wake_sender()
+        self._wall.record(self._pushed_samples / self._rate, time.time())
+        waiter = self._sender_waiter
+        if waiter is not None:
+            self._sender_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _wake_sender(self) -> None:
         waiter = self._sender_waiter
@@ -236,7 +244,7 @@ class SpeechStream(stt.RecognizeStream):
         super().end_input()  # flush() above, then close the input channel
         if self._pending:
             # the padded tail is sent now: map its end too
-            self._wall.record(self._pushed_samples / self._opts.sample_rate, time.time())
+            self._wall.record(self._pushed_samples / self._rate, time.time())
         self._wake_sender()
 
     def update_options(self, opts: STTOptions) -> None:
@@ -363,11 +371,10 @@ class SpeechStream(stt.RecognizeStream):
             raise _SendFailed(f"send failed: {type(e).__name__}") from None
 
     def _encode(self, raw: bytearray) -> bytes:
+        """Wire bytes of one frame of native int16 samples."""
         if self._encoding is Encoding.PCM_MULAW:
             return mulaw.encode(np.frombuffer(raw, dtype=np.int16))
-        if _BIG_ENDIAN:
-            return np.frombuffer(raw, dtype=np.int16).astype("<i2").tobytes()
-        return bytes(raw)  # native int16 is already s16le
+        return np.frombuffer(raw, dtype=np.int16).astype("<i2").tobytes()
 
     async def _send_loop(self, conn: _Conn) -> None:
         replayed = len(self._replay)
@@ -415,10 +422,11 @@ class SpeechStream(stt.RecognizeStream):
             return
         ws = conn.ws
         replay = self._replay
+        encode = bytes if self._raw_is_wire else self._encode
         sent = 0
         try:
             while len(pending) >= size:
-                frame = self._encode(pending[:size])
+                frame = encode(pending[:size])
                 del pending[:size]
                 # kept before it is sent: a frame lost with a dying socket is replayed
                 replay.append(frame)
@@ -473,7 +481,7 @@ class SpeechStream(stt.RecognizeStream):
                 await asyncio.wait_for(conn.finished.wait(), remaining)
 
     def _report_usage(self, *, final: bool) -> None:
-        rate = self._opts.sample_rate
+        rate = self._rate
         new = self._pushed_samples - self._usage_reported_samples
         if new <= 0 or (not final and new < self._usage_every_samples):
             return
@@ -627,7 +635,7 @@ class SpeechStream(stt.RecognizeStream):
         if not result.is_final:
             if not text:
                 return
-            data = self._speech_data(conn, result)
+            data = self._speech_data(conn, result, text)
             self._start_speech(data)
             self._owner.stats.interims += 1
             self._event_ch.send_nowait(
@@ -639,9 +647,9 @@ class SpeechStream(stt.RecognizeStream):
             )
             return
         received = time.time()
-        self._advance_finalised(conn, result)
-        self._failures_without_progress = 0
         span = speech_span(result)
+        self._advance_finalised(conn, result, span)
+        self._failures_without_progress = 0
         if not text or span is None:
             self._owner.stats.empty_finals += 1
             self._end_speech()
@@ -654,7 +662,7 @@ class SpeechStream(stt.RecognizeStream):
             )
             return
         self._last_final_end = end_stream_s
-        data = self._speech_data(conn, result)
+        data = self._speech_data(conn, result, text)
         self._start_speech(data)
         speech_end_wall = self._wall.wall_time_at(end_stream_s)
         self._owner.stats.finals += 1
@@ -677,25 +685,28 @@ class SpeechStream(stt.RecognizeStream):
                 text=text,
             )
             self._owner.emit("transcript_latency", latency)
-            logger.debug(
-                "baseten final latency %.0f ms",
-                latency.latency_s * 1000,
-                extra={
-                    "request_id": self._request_id,
-                    "latency_s": round(latency.latency_s, 4),
-                    "reconnects": self._reconnects,
-                },
-            )
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "baseten final latency %.0f ms",
+                    latency.latency_s * 1000,
+                    extra={
+                        "request_id": self._request_id,
+                        "latency_s": round(latency.latency_s, 4),
+                        "reconnects": self._reconnects,
+                    },
+                )
         self._end_speech()
 
-    def _advance_finalised(self, conn: _Conn, result: TranscriptionResult) -> None:
+    def _advance_finalised(
+        self, conn: _Conn, result: TranscriptionResult, span: tuple[float, float] | None
+    ) -> None:
         """Move the replay point past the audio this final covers.
 
         The final covers the server's whole buffer, whose length is
         ``audio_length_sec``; silently dropped silent buffers can make that sum lag the
-        server's clock, so never place it before the last recognised word.
+        server's clock, so never place it before the last recognised word (``span``,
+        from ``speech_span``).
         """
-        span = speech_span(result)
         length = result.audio_length_sec
         covered = conn.finalised_s
         if length is not None and math.isfinite(length) and length > 0:
@@ -707,12 +718,13 @@ class SpeechStream(stt.RecognizeStream):
         self._replay.trim_until(self._finalised_until)
         self._wall.forget_before(self._finalised_until - 1.0)
 
-    def _speech_data(self, conn: _Conn, result: TranscriptionResult) -> stt.SpeechData:
+    def _speech_data(self, conn: _Conn, result: TranscriptionResult, text: str) -> stt.SpeechData:
         return to_speech_data(
             result,
             base_s=conn.base_s,
             offset_s=self.start_time_offset,
             fallback_language=self._opts.language,
+            text=text,
         )
 
     def _start_speech(self, data: stt.SpeechData) -> None:

@@ -59,43 +59,72 @@ def to_speech_data(
     base_s: float,
     offset_s: float,
     fallback_language: str,
+    text: str | None = None,
 ) -> stt.SpeechData:
     """Place a result on the stream timeline.
 
     ``base_s`` is the stream time at which the current connection's audio began (server
     times restart at 0 per connection); ``offset_s`` is ``start_time_offset``, which the
-    framework sets to put the stream on the session timeline.
+    framework sets to put the stream on the session timeline. ``text`` is
+    ``result.text`` if the caller already has it.
+
+    One pass over segments and words builds the words, the span (as ``speech_span``)
+    and the confidence (as ``confidence_of``): this runs for every partial, ~2 per
+    second per stream.
     """
     shift = base_s + offset_s
+    isfinite = math.isfinite
     words: list[TimedString] = []
+    lo, hi = math.inf, -math.inf
+    prob_sum, prob_n, logp_sum, logp_n = 0.0, 0, 0.0, 0
     for seg in result.segments:
-        if not seg.text.strip():
-            continue
-        if seg.word_timestamps:
-            for w in seg.word_timestamps:
-                if not w.word.strip():
-                    continue
-                prob = w.prob if w.prob is not None and math.isfinite(w.prob) else None
+        lp = seg.log_prob
+        if lp is not None and isfinite(lp):
+            logp_sum += lp
+            logp_n += 1
+        seg_text = seg.text.strip()
+        for w in seg.word_timestamps:
+            prob = w.prob
+            if prob is not None and isfinite(prob):
+                prob_sum += prob
+                prob_n += 1
+            else:
+                prob = None
+            if not seg_text:
+                continue  # probabilities count (confidence_of); times and words do not
+            w0, w1 = _finite(w.start_time), _finite(w.end_time)
+            lo, hi = min(lo, w0), max(hi, w1)
+            word = w.word.strip()
+            if word:
                 words.append(
                     TimedString(
-                        w.word.strip(),
-                        start_time=_finite(w.start_time) + shift,
-                        end_time=_finite(w.end_time) + shift,
+                        word,
+                        start_time=w0 + shift,
+                        end_time=w1 + shift,
                         confidence=prob if prob is not None else NOT_GIVEN,
                         start_time_offset=offset_s,
                     )
                 )
-        else:
+        if not seg_text:
+            continue
+        s0, s1 = _finite(seg.start_time), _finite(seg.end_time)
+        lo, hi = min(lo, s0), max(hi, s1)
+        if not seg.word_timestamps:
             words.append(
                 TimedString(
-                    seg.text.strip(),
-                    start_time=_finite(seg.start_time) + shift,
-                    end_time=_finite(seg.end_time) + shift,
+                    seg_text,
+                    start_time=s0 + shift,
+                    end_time=s1 + shift,
                     start_time_offset=offset_s,
                 )
             )
-    span = speech_span(result)
-    start, end = span if span is not None else (0.0, 0.0)
+    start, end = (lo, hi) if hi >= 0 else (0.0, 0.0)
+    if prob_n:
+        confidence = min(1.0, max(0.0, prob_sum / prob_n))
+    elif logp_n:
+        confidence = min(1.0, max(0.0, math.exp(logp_sum / logp_n)))
+    else:
+        confidence = 0.0
     language = result.language_code or next(
         (s.language_code for s in result.segments if s.language_code), None
     )
@@ -103,9 +132,9 @@ def to_speech_data(
         language = fallback_language
     return stt.SpeechData(
         language=LanguageCode(language),
-        text=result.text,
+        text=result.text if text is None else text,
         start_time=start + shift,
         end_time=end + shift,
-        confidence=confidence_of(result),
+        confidence=confidence,
         words=words,
     )
