@@ -71,12 +71,13 @@ def endpoint_for_chain(chain_id: str, *, environment: str = "production") -> str
 def normalize_endpoint(url: str, *, allow_insecure: bool = False) -> str:
     """Return the ``wss://…/websocket`` URL for any documented form of ``url``.
 
-    Accepted: a bare model id (``abc123xy``), the dashboard's ``https://…/environments/<env>/predict`` (``run_remote``
-    for chains), ``/deployment/<id>/…``, ``/development/…``, a bare host (production
-    environment), the legacy/local-truss ``/v1/websocket``, custom-server ``…/sync/<path>``
-    and any of these already in ``wss://`` form. ``ws://`` (plaintext) only to a loopback
-    host unless ``allow_insecure`` is true. Raises ``ValueError`` (one line, with an
-    example) for anything else.
+    Accepted: a bare model id (``abc123xy``), the dashboard's
+    ``https://…/environments/<env>/predict`` (``run_remote`` for chains),
+    ``/deployment/<id>/…``, ``/development/…``, a bare host (production environment), the
+    legacy/local-truss ``/v1/websocket``, custom-server ``…/sync/<path>`` and any of these
+    already in ``wss://`` form. ``ws://`` (plaintext) only to a loopback host unless
+    ``allow_insecure`` is true. Raises ``ValueError`` (one line, with an example) for
+    anything else.
     """
     raw = url.strip()
     if not raw:
