@@ -323,7 +323,7 @@ async def run(
         plan, phrases, livekit=True, on_transcription_sent=result.sent.append
     ) as services:
         stack = services.stack
-        result.decodes = services.engine.decodes
+        result.decodes = list(services.engine.decodes)
         worker = WorkerProcess(
             env={**services.env, **WORKER_SETTINGS, "LOG_LEVEL": worker_log_level}
         )
