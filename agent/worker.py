@@ -97,10 +97,7 @@ async def entrypoint(ctx: JobContext) -> None:
         prometheus=settings.observability.prometheus_port is not None,
     )
 
-    async def _log_usage(reason: str) -> None:
-        log.info("session ended", reason=reason, usage=_usage_summary(parts.session))
-
-    ctx.add_shutdown_callback(_log_usage)
+    # Model usage is logged once, in the collector's session_latency_summary at close.
 
     log.info(
         "starting session",
@@ -120,16 +117,6 @@ async def entrypoint(ctx: JobContext) -> None:
 
 def _describe_turn_detection(td: object) -> str:
     return td if isinstance(td, str) else f"{type(td).__name__}({getattr(td, 'model', '?')})"
-
-
-def _usage_summary(session: Any) -> list[dict[str, Any]]:
-    try:
-        return [
-            {k: v for k, v in vars(u).items() if isinstance(v, int | float | str)}
-            for u in session.usage.model_usage
-        ]
-    except Exception:  # usage is best-effort diagnostics, never a reason to fail shutdown
-        return []
 
 
 def build_server(settings: Settings) -> AgentServer:

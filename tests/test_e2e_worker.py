@@ -278,6 +278,6 @@ async def test_sigterm_during_a_call_lets_it_finish_then_exits_0(e2e_stack: Loca
         assert summary["turns"] == 1 and summary["outcomes"] == {"answered": 1}
         assert await worker.wait(timeout=DRAIN_TIMEOUT_S) == 0
     messages = worker.messages()
-    assert messages.index("draining worker") < messages.index("session ended")
+    assert messages.index("draining worker") < messages.index("session_latency_summary")
     assert not [ln for ln in worker.lines if ln.get("level") in ("ERROR", "CRITICAL")]
     _assert_no_secrets(worker, e2e_stack)
