@@ -8,6 +8,7 @@ re-derive their settings from the environment the main process already validated
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 from typing import Any
 
@@ -61,6 +62,10 @@ def prewarm(proc: JobProcess) -> None:
     # land on the first caller's turn.
     proc.userdata["vad"] = silero.VAD.load()
     proc.userdata["local_turn_model"] = local_turn_detector_available()
+    # The OpenAI SDK's HTTP stack imports its anyio backend lazily on the first request,
+    # which blocked the job's event loop for ~120 ms in the middle of the first user turn
+    # (LiveKit's loop monitor caught it); audio handling stalls with it. Pay it here.
+    importlib.import_module("anyio._backends._asyncio")
     log.debug("job process ready", local_turn_model=proc.userdata["local_turn_model"])
 
 
