@@ -19,6 +19,7 @@ import hmac
 import json
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -147,6 +148,22 @@ class LocalBasetenServer:
                 await self._changed.wait()
         return self.stats
 
+    async def _warm_every_thread(
+        self, loop: asyncio.AbstractEventLoop, warm_up: Callable[[], object]
+    ) -> None:
+        """Run ``warm_up`` once on each executor thread (a barrier keeps them distinct)."""
+        n = max(1, self._workers)
+        barrier = threading.Barrier(n, timeout=30)
+
+        def on_own_thread() -> None:
+            warm_up()
+            if n > 1:
+                barrier.wait()
+
+        await asyncio.gather(
+            *(loop.run_in_executor(self._executor, on_own_thread) for _ in range(n))
+        )
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._executor = (
@@ -155,15 +172,19 @@ class LocalBasetenServer:
             else InlineExecutor()
         )
         if self._engine is None:
-            engine = PocketsphinxEngine(phrases=self._phrases)
-            # Building a decoder (~0.3 s) stays off the event loop; doing it now also
-            # rejects a bad phrase list before the server listens.
+            self._engine = PocketsphinxEngine(phrases=self._phrases)
+        # Build every inference thread's decoder now (~0.3 s each), off the event loop. It
+        # also rejects a bad phrase list before the server listens. Lazily, the second
+        # thread built its decoder in the middle of the first utterance that overlapped a
+        # partial, holding the GIL long enough to stall anything sharing this process (the
+        # demo's caller, pacing audio) and split that utterance in two.
+        warm_up = getattr(self._engine, "warm_up", None)
+        if warm_up is not None:
             try:
-                await loop.run_in_executor(self._executor, engine.warm_up)
+                await self._warm_every_thread(loop, warm_up)
             except BaseException:
                 await self.aclose()
                 raise
-            self._engine = engine
         app = web.Application()
         for route in WEBSOCKET_ROUTES:
             app.router.add_route("*", route, self._handle_websocket)
