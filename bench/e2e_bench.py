@@ -104,7 +104,7 @@ class BenchResult:
     #: stand-in sent a final -> plugin received it (only with --worker-log-level DEBUG)
     delivery_ms: list[float | None] = field(default_factory=list)
     #: (start, end, audio seconds) of every stand-in decode
-    decodes: list[tuple[float, float, float]] = field(default_factory=list)
+    decodes: Sequence[tuple[float, float, float]] = field(default_factory=list)
 
 
 # -------------------------------------------------------------------------------- memory
@@ -323,7 +323,7 @@ async def run(
         plan, phrases, livekit=True, on_transcription_sent=result.sent.append
     ) as services:
         stack = services.stack
-        result.decodes = list(services.engine.decodes)
+        result.decodes = services.engine.decodes  # filled as the call runs
         worker = WorkerProcess(
             env={**services.env, **WORKER_SETTINGS, "LOG_LEVEL": worker_log_level}
         )
@@ -495,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "dispatch_ms": result.dispatch_ms,
                     "dispatch_stages": result.dispatch_stages,
                     "idle_pss_mb": result.idle_pss_mb,
-                    "decodes": result.decodes,
+                    "decodes": list(result.decodes),
                     "errors": result.errors,
                 },
                 indent=1,
