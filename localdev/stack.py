@@ -27,7 +27,6 @@ import contextlib
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Final, Protocol
 
 from localdev.baseten import FaultPlan, LocalBasetenServer
@@ -35,6 +34,7 @@ from localdev.cartesia.server import LocalCartesiaServer
 from localdev.livekit_server import LocalLiveKitServer
 from localdev.openai.replies import Replies
 from localdev.openai.server import LocalOpenAIServer
+from localdev.service import AsyncService
 
 #: Default ``LIVEKIT_AGENT_NAME``: a name turns on explicit dispatch, so a stack never makes
 #: the worker join rooms it was not asked into (e.g. another test's room on a shared server).
@@ -99,7 +99,7 @@ def _generated_key(service: str) -> str:
     return f"local-{service}-{secrets.token_hex(16)}"
 
 
-class LocalStack:
+class LocalStack(AsyncService):
     """Async context manager owning the started stand-ins; see the module docstring."""
 
     def __init__(
@@ -218,18 +218,6 @@ class LocalStack:
     async def aclose(self) -> None:
         """Stop what this stack started (a LiveKit server passed in is left running)."""
         await self._exit.aclose()
-
-    async def __aenter__(self) -> LocalStack:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # ------------------------------------------------------------------ what to tell the worker
     @property

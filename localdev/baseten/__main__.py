@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from localdev.baseten.faults import FaultPlan
 from localdev.baseten.scripted import ScriptedEngine
 from localdev.baseten.sendlog import JsonlSendLog
 from localdev.baseten.server import WEBSOCKET_ROUTES, LocalBasetenServer
+from localdev.service import wait_for_stop_signal
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,10 +121,6 @@ async def _serve(args: argparse.Namespace) -> None:
         stall_connections=args.stall_connections,
         inference_delay_s=args.inference_delay_ms / 1000,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     engine: RecognitionEngine | None = ScriptedEngine() if args.engine == "scripted" else None
     send_log = JsonlSendLog(path=args.send_log) if args.send_log is not None else None
     async with LocalBasetenServer(
@@ -142,7 +138,7 @@ async def _serve(args: argparse.Namespace) -> None:
             file=sys.stderr,
             flush=True,
         )
-        await stop.wait()
+        await wait_for_stop_signal()
         logging.getLogger("localdev.baseten").info("shutting down")
     if send_log is not None:
         send_log.close()

@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from types import TracebackType
 
 import aiohttp
 import pydantic
@@ -34,6 +33,7 @@ from localdev.baseten.faults import FaultPlan
 from localdev.baseten.sendlog import TranscriptionSentHook
 from localdev.baseten.session import FaultState, StreamSession
 from localdev.baseten.stats import ServerStats
+from localdev.service import AsyncService
 from plugins.baseten_stt.protocol import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_INTERNAL_ERROR_REASON,
@@ -57,7 +57,7 @@ MAX_MESSAGE_BYTES = 100 * 1024 * 1024
 DEFAULT_INFERENCE_WORKERS = 2
 
 
-class LocalBasetenServer:
+class LocalBasetenServer(AsyncService):
     """Async context manager running the server on loopback (``port=0`` = a free port)."""
 
     def __init__(
@@ -211,18 +211,6 @@ class LocalBasetenServer:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
-
-    async def __aenter__(self) -> LocalBasetenServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # ------------------------------------------------------------------ HTTP layer
     def _notify(self) -> None:

@@ -7,9 +7,9 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 
 from localdev.cartesia.server import LocalCartesiaServer
+from localdev.service import wait_for_stop_signal
 
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,11 +33,7 @@ async def _serve(args: argparse.Namespace) -> None:
     ) as srv:
         # Printed so scripts that passed --port 0 can read the URL back.
         print(srv.base_url, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await wait_for_stop_signal()
         logging.getLogger("localdev.cartesia").info("shutting down")
 
 

@@ -14,13 +14,13 @@ import hmac
 import json
 import logging
 import time
-from types import TracebackType
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from localdev.cartesia import audio, messages
 from localdev.cartesia.session import CartesiaSession
+from localdev.service import AsyncService
 from localdev.speech import require_tools
 
 log = logging.getLogger("localdev.cartesia")
@@ -30,7 +30,7 @@ class SocketClosed(ConnectionError):
     """Raised when replying on a websocket the client has already closed."""
 
 
-class LocalCartesiaServer:
+class LocalCartesiaServer(AsyncService):
     """A loopback Cartesia TTS server that speaks with espeak-ng.
 
     Use as ``async with LocalCartesiaServer(...) as srv`` and pass ``srv.base_url`` to
@@ -104,18 +104,6 @@ class LocalCartesiaServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> LocalCartesiaServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- auth ---------------------------------------------------------------------------
 

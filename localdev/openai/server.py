@@ -12,13 +12,13 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
 from localdev.openai import payloads
 from localdev.openai.replies import Replies, ReplyScript
+from localdev.service import AsyncService
 
 log = logging.getLogger("localdev.openai")
 
@@ -27,7 +27,7 @@ log = logging.getLogger("localdev.openai")
 LISTED_MODELS = ["gpt-4.1-mini", "gpt-4.1", "gpt-4o-mini"]
 
 
-class LocalOpenAIServer:
+class LocalOpenAIServer(AsyncService):
     """A loopback OpenAI Chat Completions server with scripted replies.
 
     Use as ``async with LocalOpenAIServer(...) as srv`` and pass ``srv.base_url`` to
@@ -94,18 +94,6 @@ class LocalOpenAIServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> LocalOpenAIServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- handlers -----------------------------------------------------------------------
 
