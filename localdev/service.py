@@ -12,6 +12,8 @@ import signal
 from types import TracebackType
 from typing import Self
 
+from aiohttp import web
+
 
 class AsyncService:
     """Base for services used as ``async with Service(...) as svc:``."""
@@ -42,3 +44,16 @@ async def wait_for_stop_signal() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+async def serve_app(app: web.Application, *, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start ``app`` on ``host:port`` (``0`` = a free port); returns the runner and bound port.
+
+    No access log (a line per request in test output for no benefit) and no signal
+    handlers (the caller's loop owns signals).
+    """
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    # With port 0 the OS picks a free port; the runner reports the bound address.
+    return runner, int(runner.addresses[0][1])

@@ -20,7 +20,7 @@ from aiohttp import WSMsgType, web
 
 from localdev.cartesia import audio, messages
 from localdev.cartesia.session import CartesiaSession
-from localdev.service import AsyncService
+from localdev.service import AsyncService, serve_app
 from localdev.speech import require_tools
 
 log = logging.getLogger("localdev.cartesia")
@@ -88,13 +88,7 @@ class LocalCartesiaServer(AsyncService):
         app = web.Application()
         app.router.add_get("/tts/websocket", self._websocket)
         app.router.add_post("/tts/bytes", self._bytes)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
-        await site.start()
-        # With port 0 the OS picks a free port; the runner reports the bound address.
-        self._port = int(runner.addresses[0][1])
-        self._runner = runner
+        self._runner, self._port = await serve_app(app, host=self._host, port=self._port)
         log.info("Cartesia stand-in listening on %s", self.base_url)
 
     async def aclose(self) -> None:

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from localdev.openai import payloads
 from localdev.openai.replies import Replies, ReplyScript
-from localdev.service import AsyncService
+from localdev.service import AsyncService, serve_app
 
 log = logging.getLogger("localdev.openai")
 
@@ -80,14 +80,7 @@ class LocalOpenAIServer(AsyncService):
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_get("/v1/models", self._models)
-        # No access log: it would add a line per request to test output for no benefit.
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._port)
-        await site.start()
-        # With port 0 the OS picks a free port; the runner reports the bound address.
-        self._port = int(runner.addresses[0][1])
-        self._runner = runner
+        self._runner, self._port = await serve_app(app, host=self._host, port=self._port)
         log.info("OpenAI stand-in listening on %s", self.base_url)
 
     async def aclose(self) -> None:
