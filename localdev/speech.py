@@ -79,6 +79,35 @@ def silence(seconds: float, *, sample_rate: int = 16_000) -> npt.NDArray[np.int1
     return np.zeros(round(seconds * sample_rate), dtype=np.int16)
 
 
+def load_audio(
+    path: str | Path,
+    *,
+    sample_rate: int = 16_000,
+    start_s: float = 0.0,
+    end_s: float | None = None,
+) -> npt.NDArray[np.int16]:
+    """Any file sox reads (any rate, any channel count), as mono int16 at ``sample_rate``.
+
+    Channels are averaged (a stereo phone recording keeps both talkers); ``start_s`` /
+    ``end_s`` cut a part of it (sox ``trim``). Raises ``ValueError`` naming the file when
+    sox cannot read it, ``FileNotFoundError`` when it does not exist.
+    """
+    require_tools()
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such audio file")
+    trim = ["trim", f"{start_s}"] + ([f"={end_s}"] if end_s is not None else [])
+    raw_out = ["-t", "raw", "-r", str(sample_rate), "-c", "1", "-b", "16", "-e", "signed", "-L"]
+    done = subprocess.run(
+        [SOX, "-V1", str(source), *raw_out, "-", *trim],
+        capture_output=True,
+    )
+    if done.returncode != 0:
+        reason = done.stderr.decode(errors="replace").strip().splitlines()
+        raise ValueError(f"{source}: sox cannot read it ({reason[-1] if reason else 'no reason'})")
+    return np.frombuffer(done.stdout, dtype="<i2").astype(np.int16)
+
+
 def read_wav_pcm16(path: str | Path) -> tuple[npt.NDArray[np.int16], int]:
     """Read a mono 16-bit PCM WAV; returns (samples, sample_rate)."""
     import wave

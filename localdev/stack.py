@@ -6,10 +6,10 @@ stand-in, each on a free loopback port with its own freshly generated API key (t
 check it, so a wiring mistake fails loudly instead of silently working). ``stack.env`` is then
 exactly what a user would put in the worker's environment::
 
-    async with LocalStack(phrases=["book a table for two"], llm_ttft_s=0.3) as stack:
+    async with LocalStack(llm_ttft_s=0.3) as stack:
         worker_env = {**stack.env}          # LIVEKIT_*, BASETEN_*, OPENAI_*, CARTESIA_*, ...
         stack.livekit.url                   # for RoomAdmin / Caller
-        stack.baseten.stats                 # the stand-in servers themselves, for assertions
+        await stack.baseten.stats()         # the stand-ins themselves, for assertions
 
 Mixing real and local services (the keyless demo): pass ``livekit=`` an already running server
 (a ``LocalLiveKitServer`` or ``LiveKitCredentials`` for any other, e.g. LiveKit Cloud) instead
@@ -17,19 +17,22 @@ of starting one, and ``baseten=False`` / ``openai=False`` / ``cartesia=False`` f
 user has real keys for; their variables are then absent from ``stack.env``.
 ``LocalStack.filling_gaps(os.environ)`` does that choice from the user's environment.
 
-The stand-ins run on the caller's event loop (aiohttp servers), so that loop must keep running
-while a worker talks to them: use the stack from async code that awaits rather than blocks.
+The Baseten stand-in (real Whisper) runs as its own process (``BasetenServerProcess``), so its
+decodes never compete with the caller's event loop or GIL; the OpenAI and Cartesia stand-ins
+run on the caller's event loop (aiohttp servers), so that loop must keep running while a
+worker talks to them: use the stack from async code that awaits rather than blocks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from localdev.baseten import FaultPlan, LocalBasetenServer
+from localdev.baseten import FaultPlan
+from localdev.baseten.process import BasetenServerProcess
 from localdev.cartesia.server import LocalCartesiaServer
 from localdev.livekit_server import LocalLiveKitServer
 from localdev.openai.replies import Replies
@@ -109,7 +112,6 @@ class LocalStack(AsyncService):
         baseten: bool = True,
         openai: bool = True,
         cartesia: bool = True,
-        phrases: Sequence[str] | None = None,
         replies: Replies = None,
         llm_ttft_s: float = 0.0,
         llm_token_delay_s: float = 0.0,
@@ -126,8 +128,6 @@ class LocalStack(AsyncService):
                 is and left running; False leaves ``LIVEKIT_URL/API_KEY/API_SECRET`` out.
             baseten / openai / cartesia: start that stand-in (False: the user brings the
                 real service and its variables).
-            phrases: restrict the Baseten stand-in's recognition to these phrases
-                (deterministic tests); None recognises free English speech.
             replies: what the LLM stand-in says (see ``LocalOpenAIServer``): a list cycled
                 per request, a callable ``messages -> str``, or None to echo the user.
             llm_ttft_s / llm_token_delay_s: LLM time to first token / between tokens.
@@ -142,7 +142,6 @@ class LocalStack(AsyncService):
             raise ValueError("give stt_inference_delay_s inside baseten_faults, not both")
         self._livekit_arg = livekit
         self._want = {"baseten": baseten, "openai": openai, "cartesia": cartesia}
-        self._phrases = list(phrases) if phrases else None
         self._replies = replies
         self._llm_ttft_s = llm_ttft_s
         self._llm_token_delay_s = llm_token_delay_s
@@ -155,7 +154,7 @@ class LocalStack(AsyncService):
         """The LiveKit server in use (started or given), or None."""
         self.livekit_server: LocalLiveKitServer | None = None
         """The ``LocalLiveKitServer`` this stack started itself, if any."""
-        self.baseten: LocalBasetenServer | None = None
+        self.baseten: BasetenServerProcess | None = None
         self.openai: LocalOpenAIServer | None = None
         self.cartesia: LocalCartesiaServer | None = None
 
@@ -197,9 +196,7 @@ class LocalStack(AsyncService):
             self.livekit = self._livekit_arg
         if self._want["baseten"]:
             self.baseten = await self._exit.enter_async_context(
-                LocalBasetenServer(
-                    api_key=self._keys["baseten"], phrases=self._phrases, faults=self._faults
-                )
+                BasetenServerProcess(api_key=self._keys["baseten"], faults=self._faults)
             )
         if self._want["openai"]:
             self.openai = await self._exit.enter_async_context(

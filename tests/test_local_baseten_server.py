@@ -64,7 +64,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def srv(baseten_server: BasetenServerFactory) -> LocalBasetenServer:
-    return await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    return await baseten_server(api_key=KEY)
 
 
 async def open_stream(
@@ -198,7 +198,7 @@ async def test_api_key_is_checked_at_the_upgrade(
 async def test_without_a_key_configured_anything_is_accepted(
     http: aiohttp.ClientSession, baseten_server: BasetenServerFactory
 ) -> None:
-    srv = await baseten_server(phrases=TEST_PHRASES)
+    srv = await baseten_server()
     ws = await http.ws_connect(srv.url + PROD)
     await ws.close()
     assert srv.stats.connections == 1
@@ -487,7 +487,7 @@ async def test_fault_503_on_first_upgrades(
     http: aiohttp.ClientSession, baseten_server: BasetenServerFactory
 ) -> None:
     srv = await baseten_server(
-        api_key=KEY, phrases=TEST_PHRASES, faults=FaultPlan(reject_upgrades_with_503=2)
+        api_key=KEY, faults=FaultPlan(reject_upgrades_with_503=2)
     )
     for _ in range(2):
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:

@@ -44,7 +44,7 @@ FAST_RETRY = APIConnectOptions(max_retry=1, retry_interval=0.1, timeout=5.0)
 
 @pytest.fixture
 async def srv(baseten_server: BasetenServerFactory) -> LocalBasetenServer:
-    return await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    return await baseten_server(api_key=KEY)
 
 
 class Run:

@@ -46,7 +46,7 @@ def assert_all_words_once(run, onsets) -> None:
 
 
 async def test_503_upgrades_are_retried_with_backoff(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     srv.faults = FaultPlan(reject_upgrades_with_503=3)
     stt, run, onsets = await transcribe(srv)
     assert_all_words_once(run, onsets)
@@ -55,7 +55,7 @@ async def test_503_upgrades_are_retried_with_backoff(baseten_server) -> None:
 
 
 async def test_503_beyond_the_cold_start_budget_is_a_retryable_error(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     srv.faults = FaultPlan(reject_upgrades_with_503=10_000)
     stt = make_stt(srv, cold_start_timeout_s=1.0)
     pcm, _ = plugin_speech([TEST_PHRASES[0]])
@@ -78,7 +78,7 @@ async def test_503_beyond_the_cold_start_budget_is_a_retryable_error(baseten_ser
 
 @pytest.mark.parametrize("drops", [1, 2])
 async def test_tcp_drop_mid_utterance_replays_unfinalised_audio(baseten_server, drops) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     srv.faults = FaultPlan(drop_after_frames=35, drop_connections=drops)  # 1.1 s: mid-word
     stt, run, onsets = await transcribe(srv)
     assert_all_words_once(run, onsets)
@@ -88,7 +88,7 @@ async def test_tcp_drop_mid_utterance_replays_unfinalised_audio(baseten_server, 
 
 
 async def test_drop_between_utterances_does_not_repeat_the_first(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     srv.faults = FaultPlan(drop_after_frames=75)  # 2.4 s: after the first final
     stt, run, onsets = await transcribe(srv)
     assert_all_words_once(run, onsets)
@@ -98,7 +98,7 @@ async def test_drop_between_utterances_does_not_repeat_the_first(baseten_server)
 
 
 async def test_stalled_server_is_detected_and_replayed(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     srv.faults = FaultPlan(stall_after_frames=40)
     stt, run, onsets = await transcribe(srv)
     assert_all_words_once(run, onsets)
@@ -107,7 +107,7 @@ async def test_stalled_server_is_detected_and_replayed(baseten_server) -> None:
 
 
 async def test_slow_inference_loses_nothing_and_shows_in_latency(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     srv.faults = FaultPlan(inference_delay_s=1.0)
     stt = make_stt(srv)
     lats: list[float] = []
@@ -121,7 +121,7 @@ async def test_slow_inference_loses_nothing_and_shows_in_latency(baseten_server)
 
 
 async def test_recoverable_error_frames_are_counted_not_fatal(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     srv.faults = FaultPlan(
         inject_errors=[InjectedError(after_frames=20), InjectedError(after_frames=90)]
     )
@@ -133,7 +133,7 @@ async def test_recoverable_error_frames_are_counted_not_fatal(baseten_server) ->
 
 
 async def test_fatal_error_frame_reconnects_and_replays(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     srv.faults = FaultPlan(
         inject_errors=[
             InjectedError(
@@ -150,7 +150,7 @@ async def test_fatal_error_frame_reconnects_and_replays(baseten_server) -> None:
 
 
 async def test_persistent_fatal_errors_end_in_an_api_error(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     srv.faults = FaultPlan(
         inject_errors=[
             InjectedError(after_frames=10, recoverable=False, message="boom", connections=99)
@@ -162,7 +162,7 @@ async def test_persistent_fatal_errors_end_in_an_api_error(baseten_server) -> No
 
 
 async def test_401_is_non_retryable_and_names_the_cause(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     stt = STT(api_key="wrong-key-77aa", model_endpoint=srv.url + ROUTE)
     errors: list[object] = []
     stt.on("error", errors.append)
@@ -193,7 +193,7 @@ async def test_schema_rejection_1011_is_non_retryable(
         return json.dumps(msg)
 
     monkeypatch.setattr(STTOptions, "first_message", gen_a)
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     stt = make_stt(srv)
     pcm, _ = plugin_speech([TEST_PHRASES[0]])
     run = await run_stt(stt, pcm)

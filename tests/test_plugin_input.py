@@ -31,7 +31,7 @@ async def collect(stream: lk_stt.RecognizeStream) -> list[lk_stt.SpeechEvent]:
 async def test_stereo_frames_of_odd_sizes_with_flushes_arrive_as_exact_mono_frames(
     baseten_server,
 ) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     stt = make_stt(srv)
     stream = stt.stream()
     consumer = asyncio.create_task(collect(stream))
@@ -60,7 +60,7 @@ async def test_stereo_frames_of_odd_sizes_with_flushes_arrive_as_exact_mono_fram
 
 
 async def test_push_contract_rate_change_and_push_after_end(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     stt = make_stt(srv)
     stream = stt.stream()
     stream.push_frame(rtc.AudioFrame(bytes(640), 16000, 1, 320))

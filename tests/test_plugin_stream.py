@@ -50,7 +50,7 @@ def assert_utterance_grammar(types: list[lk_stt.SpeechEventType]) -> None:
 
 
 async def test_transcribes_with_ordered_events_usage_and_latency(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     stt = make_stt(srv)
     latencies: list[TranscriptLatency] = []
     metrics: list[STTMetrics] = []
@@ -95,7 +95,7 @@ async def test_transcribes_with_ordered_events_usage_and_latency(baseten_server)
 
 
 async def test_exact_frames_with_padded_tail(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     stt = make_stt(srv)
     pcm, _ = plugin_speech([TEST_PHRASES[4]])
     pcm = np.concatenate([pcm, silence(0.0101)])  # force a partial last frame
@@ -111,7 +111,7 @@ async def test_exact_frames_with_padded_tail(baseten_server) -> None:
 
 
 async def test_48khz_input_is_resampled(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     stt = make_stt(srv)
     pcm, _ = plugin_speech(TWO, sample_rate=48_000)
     run = await run_stt(stt, pcm, sample_rate=48_000)
@@ -122,7 +122,7 @@ async def test_48khz_input_is_resampled(baseten_server) -> None:
 
 
 async def test_mulaw_sends_8khz_256_byte_frames(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     stt = make_stt(srv, encoding="pcm_mulaw")
     pcm, _ = plugin_speech(TWO, sample_rate=48_000)
     run = await run_stt(stt, pcm, sample_rate=48_000)
@@ -137,7 +137,7 @@ async def test_mulaw_sends_8khz_256_byte_frames(baseten_server) -> None:
 
 
 async def test_silent_caller_is_kept_alive_with_health_checks(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     stt = make_stt(srv, keepalive_interval_s=0.2, stall_timeout_s=1.0)
     stream = stt.stream()
     events: list[lk_stt.SpeechEvent] = []
@@ -160,7 +160,7 @@ async def test_silent_caller_is_kept_alive_with_health_checks(baseten_server) ->
 
 
 async def test_update_options_reaches_live_stream_at_utterance_boundary(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     stt = make_stt(srv)
     stream = stt.stream()
     events: list[lk_stt.SpeechEvent] = []
@@ -188,7 +188,7 @@ async def test_update_options_reaches_live_stream_at_utterance_boundary(baseten_
 
 
 async def test_recognize_batches_through_a_stream(baseten_server) -> None:
-    srv = await baseten_server(api_key=KEY, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=KEY)
     stt = make_stt(srv)
     from livekit import rtc
 
@@ -203,7 +203,7 @@ async def test_recognize_batches_through_a_stream(baseten_server) -> None:
 async def test_api_key_never_logged(baseten_server, caplog: pytest.LogCaptureFixture) -> None:
     secret = "sk-RECOGNISABLE-5f3e9a"
     caplog.set_level(logging.DEBUG)
-    srv = await baseten_server(api_key=secret, phrases=TEST_PHRASES)
+    srv = await baseten_server(api_key=secret)
     from localdev.baseten.faults import FaultPlan
 
     srv.faults = FaultPlan(drop_after_frames=30, reject_upgrades_with_503=1)

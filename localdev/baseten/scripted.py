@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from plugins.baseten_stt.protocol import PCM_SAMPLE_RATE, Segment, Word
+from localdev.baseten.engine import Recognition
+from plugins.baseten_stt.protocol import PCM_SAMPLE_RATE, Segment, WhisperParams, Word
 
 #: Words per second of buffered audio: espeak-ng's default 150 wpm is 2.5 words/s.
 WORDS_PER_SECOND = 2.5
-#: Same cut-off as ``PocketsphinxEngine``: below ~0.1 s there is nothing to say.
+#: Same cut-off as ``WhisperEngine``: below ~0.1 s there is nothing to say.
 MIN_SAMPLES = PCM_SAMPLE_RATE // 10
 #: A fixed, plausible word probability (log_prob follows from it).
 WORD_PROB = 0.9
@@ -34,18 +35,18 @@ class ScriptedEngine:
         self._wps = words_per_second
 
     def warm_up(self) -> None:
-        """Nothing to load (same interface as ``PocketsphinxEngine``)."""
+        """Nothing to load (same interface as ``WhisperEngine``)."""
 
     def transcribe(
         self,
         pcm16_16k: npt.NDArray[np.int16],
         *,
         time_offset: float,
-        word_timestamps: bool,
-        language: str,
-    ) -> list[Segment]:
+        params: WhisperParams,
+    ) -> Recognition:
+        language = "en" if params.audio_language in ("", "auto") else params.audio_language
         if len(pcm16_16k) < MIN_SAMPLES:
-            return []
+            return Recognition(segments=[], language_code=language)
         seconds = len(pcm16_16k) / PCM_SAMPLE_RATE
         n = max(1, int(np.ceil(seconds * self._wps)))
         step = seconds / n
@@ -58,13 +59,12 @@ class ScriptedEngine:
             )
             for i in range(n)
         ]
-        return [
-            Segment(
-                start_time=words[0].start_time,
-                end_time=words[-1].end_time,
-                text=" ".join(w.word for w in words),
-                log_prob=round(float(np.log(WORD_PROB)), 4),
-                word_timestamps=words if word_timestamps else [],
-                language_code=language,
-            )
-        ]
+        segment = Segment(
+            start_time=words[0].start_time,
+            end_time=words[-1].end_time,
+            text=" ".join(w.word for w in words),
+            log_prob=round(float(np.log(WORD_PROB)), 4),
+            word_timestamps=words if params.show_word_timestamps else [],
+            language_code=language,
+        )
+        return Recognition(segments=[segment], language_code=language)

@@ -3,12 +3,17 @@
 Wire behaviour follows ``shared/docs/baseten-protocol.md`` §3, §4 and §7: the same
 routes, the gateway's auth check at the upgrade, a strict first message (1011 on any
 violation), strict 512-sample frames, server-side VAD, partials/finals, ``end_audio``
-and ``health_check``. Recognition is real (pocketsphinx by default, see ``engine.py``).
+and ``health_check``. Recognition is real: Whisper (faster-whisper, ``whisper.py``) by
+default, over the real Silero VAD (``vad.py``), decoded on a bounded pool (``pool.py``).
 
 Usage::
 
-    async with LocalBasetenServer(api_key="k", phrases=["book a table for two"]) as srv:
+    async with LocalBasetenServer(api_key="k") as srv:
         url = srv.url + "/environments/production/websocket"
+
+Besides Baseten's routes it answers ``GET /_localdev/stats`` with its counters and decode
+timings as JSON, so a test or benchmark can watch a server running in another process
+(``process.py``); a real deployment has no such route (404 there).
 """
 
 from __future__ import annotations
@@ -18,21 +23,23 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import socket
-import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from collections.abc import Callable
 
 import aiohttp
 import pydantic
 from aiohttp import web
 
-from localdev.baseten.engine import PocketsphinxEngine, RecognitionEngine
+from localdev.baseten.engine import DecodeRecord, RecognitionEngine
 from localdev.baseten.faults import FaultPlan
+from localdev.baseten.pool import DecodePool
 from localdev.baseten.sendlog import TranscriptionSentHook
 from localdev.baseten.session import FaultState, StreamSession
-from localdev.baseten.stats import ServerStats
+from localdev.baseten.stats import ServerStats, stats_json
+from localdev.baseten.vad import VadKind
+from localdev.baseten.vad import warm_up as warm_up_vad
 from localdev.service import AsyncService
 from plugins.baseten_stt.protocol import (
     CLOSE_INTERNAL_ERROR,
@@ -52,9 +59,11 @@ WEBSOCKET_ROUTES = (
 )
 #: truss server's max websocket message size.
 MAX_MESSAGE_BYTES = 100 * 1024 * 1024
-#: Two threads: the shared machine has two cores, and pocketsphinx holds the GIL only
-#: briefly, so two decodes really do run in parallel.
-DEFAULT_INFERENCE_WORKERS = 2
+#: One decode per core: CTranslate2 releases the GIL while it decodes, so the threads
+#: really run in parallel, and more threads than cores would only slow each decode down.
+DEFAULT_INFERENCE_WORKERS = max(1, min(os.cpu_count() or 2, 4))
+#: The stand-in's own introspection route (not part of Baseten's protocol).
+STATS_ROUTE = "/_localdev/stats"
 
 
 class LocalBasetenServer(AsyncService):
@@ -64,42 +73,46 @@ class LocalBasetenServer(AsyncService):
         self,
         *,
         api_key: str | None = None,
-        phrases: Sequence[str] | None = None,
         engine: RecognitionEngine | None = None,
         faults: FaultPlan | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         inference_workers: int = DEFAULT_INFERENCE_WORKERS,
         on_transcription_sent: TranscriptionSentHook | None = None,
+        vad: VadKind = "silero",
     ) -> None:
         """Configure the server; nothing listens until ``start()`` / ``async with``.
 
         Args:
             api_key: when set, upgrades need ``Authorization: Api-Key <key>`` or
                 ``Bearer <key>`` (401 otherwise). ``None`` accepts anything.
-            phrases: restrict recognition to these phrases (deterministic tests).
-                Ignored when ``engine`` is given.
-            engine: any ``RecognitionEngine``; default ``PocketsphinxEngine``.
+            engine: any ``RecognitionEngine``; default a ``WhisperEngine`` with the
+                bundled tiny.en, loaded at ``start()`` (share one engine between servers
+                of a test session to load the model once).
             faults: initial ``FaultPlan`` (default: no faults).
             host, port: where to listen.
-            inference_workers: threads running ``engine.transcribe``; ``0`` runs it
-                inline on the event loop (only for near-free engines such as
-                ``ScriptedEngine``: no thread then competes for the GIL, so the send
+            inference_workers: the decode pool's threads (one decode per core); ``0``
+                runs decodes inline on the event loop (only for near-free engines such
+                as ``ScriptedEngine``: no thread then competes for the GIL, so the send
                 times given to ``on_transcription_sent`` are exact).
             on_transcription_sent: called with a ``SentTranscription`` (request path,
                 text, wall-clock send time) after every transcription frame is sent;
                 e.g. ``JsonlSendLog`` for client-latency benchmarks.
+            vad: the server VAD's speech probability: ``"silero"`` (the real model, as
+                Baseten runs) or ``"energy"`` (near-zero CPU, client load tests only).
         """
         self._api_key = api_key
-        self._phrases = list(phrases) if phrases else None
         self._engine = engine
         self._fault_state = FaultState(plan=faults or FaultPlan())
         self._host = host
         self._port = port
         self._workers = inference_workers
         self._on_sent = on_transcription_sent
+        self._vad = vad
         self.stats = ServerStats()
-        self._executor: Executor | None = None
+        #: Timing of every decode (finals and partials), for benchmarks.
+        self.decodes = DecodeRecord()
+        self._pool: DecodePool | None = None
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
         self._shutdown = asyncio.Event()
@@ -148,46 +161,27 @@ class LocalBasetenServer(AsyncService):
                 await self._changed.wait()
         return self.stats
 
-    async def _warm_every_thread(
-        self, loop: asyncio.AbstractEventLoop, warm_up: Callable[[], object]
-    ) -> None:
-        """Run ``warm_up`` once on each executor thread (a barrier keeps them distinct)."""
-        n = max(1, self._workers)
-        barrier = threading.Barrier(n, timeout=30)
-
-        def on_own_thread() -> None:
-            warm_up()
-            if n > 1:
-                barrier.wait()
-
-        await asyncio.gather(
-            *(loop.run_in_executor(self._executor, on_own_thread) for _ in range(n))
-        )
-
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._executor = (
-            ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="baseten-asr")
-            if self._workers > 0
-            else InlineExecutor()
-        )
-        if self._engine is None:
-            self._engine = PocketsphinxEngine(phrases=self._phrases)
-        # Build every inference thread's decoder now (~0.3 s each), off the event loop. It
-        # also rejects a bad phrase list before the server listens. Lazily, the second
-        # thread built its decoder in the middle of the first utterance that overlapped a
-        # partial, holding the GIL long enough to stall anything sharing this process (the
-        # demo's caller, pacing audio) and split that utterance in two.
-        warm_up = getattr(self._engine, "warm_up", None)
-        if warm_up is not None:
-            try:
-                await self._warm_every_thread(loop, warm_up)
-            except BaseException:
-                await self.aclose()
-                raise
+        self._pool = DecodePool(workers=self._workers)
+        try:
+            if self._engine is None:
+                from localdev.baseten.whisper import WhisperEngine
+
+                # Off the event loop: loading takes ~1 s. A bad model folder raises
+                # ModelLoadError here, before anything listens.
+                self._engine = await asyncio.to_thread(WhisperEngine, workers=max(1, self._workers))
+            # Warm every decode thread and the VAD model now, off the event loop: lazily,
+            # the first utterance of the first call paid for it (and a stall of the GIL
+            # mid-utterance once split a caller's phrase in two).
+            await self._pool.on_every_thread(self._engine.warm_up)
+            await asyncio.to_thread(warm_up_vad, self._vad)
+        except BaseException:
+            await self.aclose()
+            raise
         app = web.Application()
         for route in WEBSOCKET_ROUTES:
             app.router.add_route("*", route, self._handle_websocket)
+        app.router.add_get(STATS_ROUTE, self._handle_stats)
         app.router.add_route("*", "/{tail:.*}", self._handle_unknown)
         self._runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=1.0
@@ -208,9 +202,9 @@ class LocalBasetenServer(AsyncService):
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     # ------------------------------------------------------------------ HTTP layer
     def _notify(self) -> None:
@@ -223,6 +217,12 @@ class LocalBasetenServer(AsyncService):
         if scheme.lower() not in ("api-key", "bearer"):
             return False
         return hmac.compare_digest(token.strip().encode(), self._api_key.encode())
+
+    async def _handle_stats(self, request: web.Request) -> web.Response:
+        # Same key as the websocket routes: the counters include request paths.
+        if not self._authorized(request):
+            return _json_error(401, "Invalid or missing API key")
+        return web.json_response(stats_json(self.stats, self.decodes))
 
     async def _handle_unknown(self, request: web.Request) -> web.Response:
         return _json_error(
@@ -293,13 +293,15 @@ class LocalBasetenServer(AsyncService):
                 if transport is not None:
                     transport.abort()
 
-            assert self._engine is not None and self._executor is not None
+            assert self._engine is not None and self._pool is not None
             session = StreamSession(
                 ws=ws,
                 transport_abort=abort,
                 config=config,
                 engine=self._engine,
-                executor=self._executor,
+                pool=self._pool,
+                vad=self._vad,
+                decodes=self.decodes,
                 stats=self.stats,
                 faults=faults,
                 shutdown=self._shutdown,
@@ -321,18 +323,6 @@ class LocalBasetenServer(AsyncService):
         started = time.monotonic()
         await session.run()
         log.info("stream %s ended after %.1fs", session.stream_id, time.monotonic() - started)
-
-
-class InlineExecutor(Executor):
-    """Runs each call immediately in the caller's thread (``inference_workers=0``)."""
-
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
-        future: Future[object] = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:
-            future.set_exception(exc)
-        return future
 
 
 def _json_error(status: int, message: str) -> web.Response:

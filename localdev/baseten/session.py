@@ -2,19 +2,23 @@
 
 After the first message has been validated, ``StreamSession.run`` reads binary audio
 and JSON control frames, drives the VAD/buffer state machine of doc §4.3 and feeds a
-single FIFO transcription worker, so results leave in the order they were queued.
+single FIFO transcription worker, so results leave in the order they were queued. The
+worker decodes on the server's shared ``DecodePool`` (never on the event loop).
+
+Partials are *dropped, not queued*, while this stream's previous decode is still queued
+or running: a partial is a preview of the open utterance that the next one replaces, and
+queueing them on a CPU that is behind only delays the final behind stale previews (the
+real server drops partials once >10 tasks are queued; on a GPU that limit is never near).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,11 +29,12 @@ import pydantic
 from aiohttp import web
 
 from localdev.baseten.audio import FrameDecoder
-from localdev.baseten.engine import RecognitionEngine
+from localdev.baseten.engine import Decode, DecodeRecord, Recognition, RecognitionEngine
 from localdev.baseten.faults import FaultPlan, InjectedError
+from localdev.baseten.pool import FINAL, PARTIAL, DecodePool
 from localdev.baseten.sendlog import SentTranscription, TranscriptionSentHook
 from localdev.baseten.stats import ServerStats
-from localdev.baseten.vad import StreamingVad
+from localdev.baseten.vad import StreamingVad, VadKind
 from plugins.baseten_stt.protocol import (
     CLOSE_NORMAL,
     PCM_SAMPLE_RATE,
@@ -50,8 +55,12 @@ log = logging.getLogger("localdev.baseten")
 
 #: The server clamps ``final_transcript_max_duration_s`` to 30 s (Whisper's window).
 MAX_FINAL_DURATION_S = 30
-#: Partials are dropped when more than this many transcriptions are queued (doc §4.3).
-PARTIAL_QUEUE_LIMIT = 10
+#: Decode an utterance from this long before the VAD's (padded) start of speech. The
+#: buffer holds all audio since the previous final (as on the real server): over WebRTC
+#: that can be many seconds of Opus near-silence, which costs Whisper nothing to skip but
+#: is where it hallucinates. 0.3 s keeps soft onsets a tight VAD start would clip (Silero
+#: fires a frame or two into a word). Word times are shifted back, so they stay exact.
+LEAD_KEEP_S = 0.3
 
 
 @dataclass
@@ -87,8 +96,11 @@ class FaultState:
 @dataclass
 class _Job:
     is_final: bool
+    #: What is decoded: the buffer from ``LEAD_KEEP_S`` before the speech.
     audio: npt.NDArray[np.int16]
+    #: Stream time of ``audio[0]``.
     time_offset: float
+    #: The whole buffer's length, as the real server reports it.
     audio_length_sec: float
     transcription_num: int
     end_of_audio_flush: bool
@@ -109,33 +121,37 @@ class StreamSession:
         transport_abort: Callable[[], None],
         config: StreamingWhisperInput,
         engine: RecognitionEngine,
-        executor: Executor,
+        pool: DecodePool,
         stats: ServerStats,
         faults: FaultState,
         shutdown: asyncio.Event,
         stats_changed: Callable[[], None],
         path: str = "",
         on_transcription_sent: TranscriptionSentHook | None = None,
+        vad: VadKind = "silero",
+        decodes: DecodeRecord | None = None,
     ) -> None:
         """Bind a session to an accepted websocket.
 
         ``config`` must already be validated; ``StreamingVad`` raises ``ValueError`` for
         bad VAD kwargs, which the caller turns into a 1011 close like truss does.
         ``on_transcription_sent`` (optional) is told the wall-clock send time of every
-        transcription frame, tagged with the request ``path``.
+        transcription frame, tagged with the request ``path``. ``vad`` picks the speech
+        probability (``vad.py``); ``decodes`` records every decode's timing.
         """
         self._ws = ws
         self._abort = transport_abort
         self._config = config
         self._engine = engine
-        self._executor = executor
+        self._pool = pool
+        self._decodes = decodes
         self._stats = stats
         self._faults = faults
         self._shutdown = shutdown
         self._changed = stats_changed
         self._path = path
         self._on_sent = on_transcription_sent
-        self._vad = StreamingVad(config=config.streaming_vad_config)
+        self._vad = StreamingVad(config=config.streaming_vad_config, kind=vad)
         sp = config.streaming_params
         self._decoder = FrameDecoder(encoding=sp.encoding)
         self.stream_id = _stream_id(config.stream_id)
@@ -150,7 +166,6 @@ class StreamSession:
         self._bytes_per_second = max(1, sp.sample_rate * (2 if enc is Encoding.PCM_S16LE else 1))
         self._cap_bytes = max_s * self._bytes_per_second
         self._partial_bytes = sp.partial_transcript_interval_s * self._bytes_per_second
-        self._language = _language(config.whisper_params.audio_language)
 
         self._buffer: list[npt.NDArray[np.int16]] = []
         self._buffer_bytes = 0
@@ -162,6 +177,7 @@ class StreamSession:
         self._last_partial_at = time.monotonic()
         self._send_lock = asyncio.Lock()
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._decoding = False
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
@@ -261,16 +277,18 @@ class StreamSession:
         self._bytes_since_partial = 0
 
     def _queue_partial(self) -> None:
-        if self._queue.qsize() > PARTIAL_QUEUE_LIMIT:
-            self._stats.partials_dropped += 1
+        if self._decoding or not self._queue.empty():
+            self._stats.partials_dropped += 1  # the engine is behind: drop, never queue
             return
         self._queue.put_nowait(self._job(self._buffer_audio(), is_final=False, flush=False))
 
     def _job(self, audio: npt.NDArray[np.int16], *, is_final: bool, flush: bool) -> _Job:
+        lead = int(LEAD_KEEP_S * PCM_SAMPLE_RATE)
+        cut = min(len(audio), max(0, self._vad.speech_start - self._consumed_samples - lead))
         return _Job(
             is_final=is_final,
-            audio=audio,
-            time_offset=self._consumed_samples / PCM_SAMPLE_RATE,
+            audio=audio[cut:],
+            time_offset=(self._consumed_samples + cut) / PCM_SAMPLE_RATE,
             audio_length_sec=round(self._buffer_bytes / self._bytes_per_second, 4),
             transcription_num=self._transcription_num,
             end_of_audio_flush=flush,
@@ -279,25 +297,15 @@ class StreamSession:
 
     # ------------------------------------------------------------------ worker
     async def _worker(self) -> None:
-        loop = asyncio.get_running_loop()
-        wp = self._config.whisper_params
         while True:
             job = await self._queue.get()
+            self._decoding = True
             try:
                 delay = self._faults.plan.inference_delay_s
                 if delay > 0:
                     await asyncio.sleep(delay)
                 try:
-                    segments = await loop.run_in_executor(
-                        self._executor,
-                        functools.partial(
-                            self._engine.transcribe,
-                            job.audio,
-                            time_offset=job.time_offset,
-                            word_timestamps=wp.show_word_timestamps,
-                            language=self._language,
-                        ),
-                    )
+                    recognition = await self._decode(job)
                 except Exception as exc:  # one failed task does not end the stream
                     log.exception("transcription failed")
                     await self._send_error(
@@ -307,8 +315,9 @@ class StreamSession:
                     )
                     continue
                 result = TranscriptionResult(
-                    segments=segments,
-                    language_code=self._language,
+                    segments=recognition.segments,
+                    language_code=recognition.language_code,
+                    language_prob=recognition.language_prob,
                     audio_length_sec=job.audio_length_sec,
                     is_final=job.is_final,
                     transcription_num=job.transcription_num,
@@ -326,7 +335,28 @@ class StreamSession:
                     self._report_sent(result, before)
                 self._count_result(result)
             finally:
+                self._decoding = False
                 self._queue.task_done()
+
+    async def _decode(self, job: _Job) -> Recognition:
+        def timed() -> Recognition:
+            started = time.time()
+            try:
+                return self._engine.transcribe(
+                    job.audio, time_offset=job.time_offset, params=self._config.whisper_params
+                )
+            finally:
+                if self._decodes is not None:
+                    self._decodes.add(
+                        Decode(
+                            started=started,
+                            ended=time.time(),
+                            audio_s=len(job.audio) / PCM_SAMPLE_RATE,
+                            is_final=job.is_final,
+                        )
+                    )
+
+        return await self._pool.run(timed, priority=FINAL if job.is_final else PARTIAL)
 
     def _report_sent(self, result: TranscriptionResult, before: float) -> None:
         assert self._on_sent is not None
@@ -469,11 +499,6 @@ def _stream_id(requested: str | None) -> str:
         with contextlib.suppress(ValueError):
             return str(uuid.UUID(requested))
     return str(uuid.uuid4())
-
-
-def _language(audio_language: str) -> str:
-    # We only recognise English; "auto" detection therefore always says "en".
-    return "en" if audio_language in ("", "auto") else audio_language
 
 
 def _short(exc: pydantic.ValidationError) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from localdev.baseten.engine import DecodeRecord
 from plugins.baseten_stt.protocol import StreamingWhisperInput
 
 
@@ -55,3 +57,12 @@ class ServerStats:
     close_codes_sent: list[int] = field(default_factory=list)
     #: Connections the client closed (close frame or TCP gone) before the server did.
     client_disconnects: int = 0
+
+
+def stats_json(stats: ServerStats, decodes: DecodeRecord) -> dict[str, Any]:
+    """``stats`` and the decode timings as plain JSON (``GET /_localdev/stats``)."""
+    data = asdict(stats)
+    if stats.last_first_message is not None:
+        data["last_first_message"] = stats.last_first_message.model_dump()
+    data["decodes"] = [asdict(d) for d in list(decodes.decodes)]
+    return data
