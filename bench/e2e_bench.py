@@ -4,10 +4,12 @@
 
 Setup (the same as ``python agent.py demo``): a loopback ``livekit-server``, the worker as
 users run it (``python agent.py start``, env only, production defaults: turn-detector model,
-prewarmed idle job processes), and the local stand-ins for Baseten (pocketsphinx restricted to
-the phrases, as in the demo), OpenAI and Cartesia, with no injected delays.
-Each round is one call: create a room, join as a caller, dispatch the agent by name, say T
-espeak-ng phrases, hang up.
+prewarmed idle job processes), and the local stand-ins for Baseten (real Whisper tiny.en over
+Silero VAD, as its own process), OpenAI and Cartesia, with no injected delays.
+Each round is one call: create a room, join as a caller, dispatch the agent by name, say T of
+the demo's user turns (human recordings first, then espeak-ng phrases), hang up. The end of
+speech is the end of the last Silero speech frame of each turn (recordings have room tone
+after the last word).
 
 Measured (p50/p95 over all samples):
 
@@ -36,6 +38,7 @@ import os
 import platform
 import secrets
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -45,13 +48,15 @@ from typing import Any
 import numpy as np
 import psutil
 
+from localdev.baseten.sendlog import SentTranscription, read_send_log
 from localdev.demo import (
     DEMO_AGENT_NAME,
-    DEMO_PHRASES,
     demo_services,
     plan_services,
     wait_agent_listening,
 )
+from localdev.user_turns import DEMO_TURN_NAMES, UserTurn, demo_turns
+from localdev.wer import word_error_rate
 
 #: The goals of the brief, evaluated on p95 (PSS: on the largest idle process).
 TRANSCRIPT_P95_GOAL_MS = 600.0
@@ -80,7 +85,8 @@ WORKER_SETTINGS = {"LOG_TRANSCRIPTS": "true", "DRAIN_TIMEOUT": "30"}
 class TurnSample:
     round: int
     turn: int
-    phrase: str
+    label: str
+    said: str | None
     heard: str | None = None
     plugin_transcript_ms: float | None = None
     caller_transcript_ms: float | None = None
@@ -99,12 +105,16 @@ class BenchResult:
     dispatch_stages: list[dict[str, float]] = field(default_factory=list)
     idle_pss_mb: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    #: SentTranscription records of the Baseten stand-in (wall clock send times)
-    sent: list[Any] = field(default_factory=list)
+    #: where the Baseten stand-in logs its sends (wall clock send times)
+    send_log: Path | None = None
     #: stand-in sent a final -> plugin received it (only with --worker-log-level DEBUG)
     delivery_ms: list[float | None] = field(default_factory=list)
-    #: (start, end, audio seconds) of every stand-in decode
-    decodes: Sequence[tuple[float, float, float]] = field(default_factory=list)
+    #: every stand-in decode: {started, ended, audio_s, is_final} (wall clock)
+    decodes: list[dict[str, Any]] = field(default_factory=list)
+
+    def sent(self) -> list[SentTranscription]:
+        """The stand-in's sends so far (read from its send log)."""
+        return read_send_log(self.send_log) if self.send_log and self.send_log.exists() else []
 
 
 # -------------------------------------------------------------------------------- memory
@@ -200,11 +210,9 @@ def _final_user_segment(caller: Any, since: float) -> Any:
 
 
 async def one_round(
-    stack: Any, worker: Any, r: int, phrases: Sequence[str], result: BenchResult
+    stack: Any, worker: Any, r: int, turns: Sequence[UserTurn], result: BenchResult
 ) -> None:
     from localdev.caller import Caller, RoomAdmin
-    from localdev.roomless_io import speech_bounds
-    from localdev.speech import synthesize
 
     lk = stack.livekit
     room = f"bench-{r}-{secrets.token_hex(3)}"
@@ -225,17 +233,20 @@ async def one_round(
                 stages = dispatch_stages(worker, room, dispatched_at, agent.joined_at)
                 if stages:
                     result.dispatch_stages.append(stages)
-                for t, phrase in enumerate(phrases, 1):
-                    sample = TurnSample(round=r, turn=t, phrase=phrase)
+                for t, user_turn in enumerate(turns, 1):
+                    sample = TurnSample(round=r, turn=t, label=user_turn.label, said=user_turn.text)
                     result.turns.append(sample)
-                    samples = synthesize(phrase)
-                    bounds = speech_bounds(samples)
-                    # espeak ends every phrase with ~0.39 s of silence: the end of speech
-                    # is the last audible sample, not the last sample handed to WebRTC
-                    tail_s = (len(samples) - (bounds[1] if bounds else len(samples))) / 16_000
+                    # the end of speech is the last speech frame, not the last sample handed
+                    # to WebRTC: espeak ends phrases with ~0.39 s of silence, recordings with
+                    # room tone
+                    tail_s = user_turn.tail_s
                     await wait_agent_listening(caller, agent.identity, within_s=TURN_TIMEOUT_S)
                     await asyncio.sleep(0.3)
-                    said = await caller.say(samples, 16_000, trailing_silence_s=TRAILING_SILENCE_S)
+                    said = await caller.say(
+                        user_turn.samples,
+                        user_turn.sample_rate,
+                        trailing_silence_s=TRAILING_SILENCE_S,
+                    )
                     end = said.speech_ended_at - tail_s
                     try:
                         await caller.wait_for(
@@ -271,7 +282,7 @@ async def one_round(
                     sample.worker_e2e_ms = line.get("e2e_latency_ms")
                     sample.end_of_turn_ms = line.get("end_of_turn_delay_ms")
                     final = next(
-                        (x for x in result.sent if x.is_final and x.text and x.after_send >= end),
+                        (x for x in result.sent() if x.is_final and x.text and x.after_send >= end),
                         None,
                     )
                     if final is not None:
@@ -298,7 +309,7 @@ def delivery_delays(result: BenchResult, worker: Any) -> list[float | None]:
             lambda ln: str(ln["message"]).startswith("baseten final latency")
         )
     ]
-    sends = sorted(x.after_send for x in result.sent if x.is_final)
+    sends = sorted(x.after_send for x in result.sent() if x.is_final)
     out: list[float | None] = []
     for r in received:
         if r is None:
@@ -316,14 +327,12 @@ async def run(
 ) -> tuple[BenchResult, dict[str, Any]]:
     from localdev.worker_process import WorkerProcess
 
-    result = BenchResult()
+    workdir = Path(tempfile.mkdtemp(prefix="e2e-bench-"))
+    result = BenchResult(send_log=workdir / "baseten-sends.jsonl")
     plan = plan_services({})  # every service local, whatever the shell has
-    phrases = list(DEMO_PHRASES)
-    async with demo_services(
-        plan, phrases, livekit=True, on_transcription_sent=result.sent.append
-    ) as services:
+    all_turns = await asyncio.to_thread(demo_turns, len(DEMO_TURN_NAMES))
+    async with demo_services(plan, livekit=True, baseten_send_log=result.send_log) as services:
         stack = services.stack
-        result.decodes = services.engine.decodes  # filled as the call runs
         worker = WorkerProcess(
             env={**services.env, **WORKER_SETTINGS, "LOG_LEVEL": worker_log_level}
         )
@@ -339,7 +348,7 @@ async def run(
             }
             result.idle_pss_mb += sample_idle_pss(worker.pid, label="after registration")
             for r in range(1, rounds + 1):
-                chosen = [phrases[(r - 1 + k) % len(phrases)] for k in range(turns)]
+                chosen = [all_turns[(r - 1 + k) % len(all_turns)] for k in range(turns)]
                 t0 = time.monotonic()
                 await one_round(stack, worker, r, chosen, result)
                 print(
@@ -353,6 +362,7 @@ async def run(
             await wait_idle_pool(worker.pid, at_least=idle)
             result.idle_pss_mb += sample_idle_pss(worker.pid, label="after the last round")
             result.delivery_ms = delivery_delays(result, worker)
+            result.decodes = list((await services.baseten.stats())["decodes"])
             worker.terminate()
             info["worker_exit_code"] = await worker.wait(timeout=60)
     return result, info
@@ -365,19 +375,14 @@ def pct(values: Sequence[float | None], q: float) -> float | None:
 
 
 def split_decodes(result: BenchResult) -> tuple[list[float | None], list[float | None]]:
-    """Decode durations (ms) of finals (the decode that ended last before a final was sent)
-    and of partials (every other decode)."""
-    final_idx = set()
-    for x in result.sent:
-        if not x.is_final:
-            continue
-        before = [i for i, d in enumerate(result.decodes) if d[1] <= x.before_send]
-        if before:
-            final_idx.add(max(before, key=lambda i: result.decodes[i][1]))
-    ms = [(d[1] - d[0]) * 1000 for d in result.decodes]
-    finals: list[float | None] = [m for i, m in enumerate(ms) if i in final_idx]
-    partials: list[float | None] = [m for i, m in enumerate(ms) if i not in final_idx]
-    return finals, partials
+    """Decode durations (ms) of finals and of partials."""
+
+    def ms(final: bool) -> list[float | None]:
+        return [
+            (d["ended"] - d["started"]) * 1000 for d in result.decodes if d["is_final"] == final
+        ]
+
+    return ms(True), ms(False)
 
 
 def summarize(result: BenchResult) -> list[dict[str, Any]]:
@@ -446,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rounds", type=int, default=DEFAULT_ROUNDS, help="calls (default %(default)s)"
     )
     parser.add_argument(
-        "--turns", type=int, default=DEFAULT_TURNS, help="phrases per call (default %(default)s)"
+        "--turns", type=int, default=DEFAULT_TURNS, help="user turns per call (default %(default)s)"
     )
     parser.add_argument("--json", type=Path, help="write samples and summary here")
     parser.add_argument(
@@ -456,8 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="DEBUG adds 'final sent -> received by our plugin' (and logging CPU)",
     )
     args = parser.parse_args(argv)
-    if args.rounds < 1 or not 1 <= args.turns <= len(DEMO_PHRASES):
-        parser.error(f"--rounds >= 1 and --turns 1-{len(DEMO_PHRASES)}")
+    if args.rounds < 1 or not 1 <= args.turns <= len(DEMO_TURN_NAMES):
+        parser.error(f"--rounds >= 1 and --turns 1-{len(DEMO_TURN_NAMES)}")
 
     print(
         f"e2e bench: {args.rounds} calls x {args.turns} turns; {os.cpu_count()} CPUs, "
@@ -481,9 +486,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {key:<50} p50 {pct(vals, 50):5.0f} ms  p95 {pct(vals, 95):5.0f} ms")
     for e in result.errors:
         print(f"error: {e}")
-    misheard = [s for s in result.turns if s.heard is not None and s.heard != s.phrase]
-    for s in misheard:
-        print(f"misheard: round {s.round} turn {s.turn}: {s.phrase!r} -> {s.heard!r}")
+    scored = [s for s in result.turns if s.heard is not None and s.said is not None]
+    for s in scored:
+        wer = word_error_rate(s.said or "", s.heard or "")
+        if wer > 0:
+            where = f"round {s.round} turn {s.turn}"
+            print(f"misheard (WER {wer:.2f}): {where}: {s.said!r} -> {s.heard!r}")
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -495,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "dispatch_ms": result.dispatch_ms,
                     "dispatch_stages": result.dispatch_stages,
                     "idle_pss_mb": result.idle_pss_mb,
-                    "decodes": list(result.decodes),
+                    "decodes": result.decodes,
                     "errors": result.errors,
                 },
                 indent=1,

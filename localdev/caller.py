@@ -32,7 +32,6 @@ import contextlib
 import datetime
 import logging
 import math
-import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -45,6 +44,7 @@ import numpy.typing as npt
 from livekit import api, rtc
 
 from localdev.speech import write_wav_pcm16
+from localdev.wer import normalise
 
 logger = logging.getLogger(__name__)
 
@@ -425,13 +425,10 @@ class _Microphone:
 # ---------------------------------------------------------------------------------------------
 
 
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
-
-
 def contains_words(text: str, phrase: str) -> bool:
-    """Whether ``phrase``'s words appear consecutively in ``text`` (case/punctuation-blind)."""
-    hay, needle = _words(text), _words(phrase)
+    """Whether ``phrase``'s words appear consecutively in ``text`` (compared as
+    ``localdev.wer.normalise`` words: case, punctuation and small numbers do not matter)."""
+    hay, needle = normalise(text), normalise(phrase)
     if not needle:
         return True
     return any(hay[i : i + len(needle)] == needle for i in range(len(hay) - len(needle) + 1))

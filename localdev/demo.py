@@ -9,12 +9,15 @@ What runs:
   on a paced virtual microphone and speaker (``localdev.roomless_io``).
 * **STT / LLM / TTS**: the real service when its key is set (in the environment, ``.env`` or
   ``.env.local``), otherwise the local stand-in speaking the service's wire protocol: the
-  Baseten server (pocketsphinx restricted to the scripted phrases), the OpenAI server
-  (echoes the user) and the Cartesia server (espeak-ng). The demo says which is which.
+  Baseten server (real Whisper tiny.en over Silero VAD, as its own process), the OpenAI
+  server (echoes the user) and the Cartesia server (espeak-ng). The demo says which is which.
 
-The user's turns are espeak-ng speech of fixed phrases. Each turn's numbers come from the
-worker's own ``turn_latency`` log line; all of the worker's JSON log lines are written to a
-``.jsonl`` file, and a budget picture is drawn from it (``scripts/plot_turn_budget.py``).
+The user's turns are human recordings shipped in packages (``localdev.human_speech``), then
+espeak-ng phrases, or with ``--wav FILE ...`` the user's own recordings (any rate sox reads,
+stereo downmixed). Each turn's numbers come from the worker's own ``turn_latency`` log line;
+what was heard is scored against what was said where the words are known. All of the
+worker's JSON log lines are written to a ``.jsonl`` file, and a budget picture is drawn from
+it (``scripts/plot_turn_budget.py``).
 """
 
 from __future__ import annotations
@@ -36,19 +39,12 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from localdev.user_turns import DEMO_TURN_NAMES, UserTurn
+
 REPO = Path(__file__).resolve().parents[1]
 PLOT_SCRIPT = REPO / "scripts" / "plot_turn_budget.py"
 
-#: The scripted user turns. Every word is in pocketsphinx's CMU dictionary and espeak-ng
-#: renders each phrase clearly; the local Baseten server gets exactly this list as its
-#: grammar, so recognition is deterministic (localdev/baseten/README.md: 7/8 exact).
-DEMO_PHRASES: tuple[str, ...] = (
-    "book a table for two",
-    "what is the weather like today",
-    "turn on the lights",
-    "cancel my order please",
-    "hello how are you",
-)
+#: Default user turns: the three human recordings of ``DEMO_TURN_NAMES``.
 DEFAULT_TURNS = 3
 
 #: Agent name for explicit dispatch: the worker only takes jobs it is dispatched to by name,
@@ -205,7 +201,7 @@ def plan_services(environ: Mapping[str, str], env_files: Iterable[Path] = ()) ->
             "REAL Baseten streaming Whisper at "
             + _host_of(environ.get("BASETEN_MODEL_ENDPOINT"), "?")
             if real["baseten"]
-            else "local Baseten stand-in (pocketsphinx, scripted-phrase grammar)"
+            else "local Baseten stand-in (real Whisper tiny.en, CPU)"
             + (
                 "; set BOTH BASETEN_API_KEY and BASETEN_MODEL_ENDPOINT for the real one"
                 if half_baseten
@@ -318,11 +314,22 @@ def _ms(value: Any) -> str:
     return f"{value:.0f} ms" if isinstance(value, int | float) else "n/a"
 
 
-def format_table(turns: Sequence[Mapping[str, Any]], said: Sequence[str] = ()) -> str:
+def turn_wer(said: str | None, turn: Mapping[str, Any]) -> float | None:
+    """Word error rate of what the worker heard against what was said (None: unknown)."""
+    from localdev.wer import word_error_rate
+
+    heard = turn.get("transcript")
+    if said is None or not isinstance(heard, str):
+        return None
+    return word_error_rate(said, heard)
+
+
+def format_table(turns: Sequence[Mapping[str, Any]], said: Sequence[str | None] = ()) -> str:
     """The per-turn latency table (all times from the end of the user's speech)."""
-    heard_w = 32
-    head = f"{'turn':>4}  {'heard (final transcript)':<{heard_w}}" + "".join(
-        f"  {h:>11}" for h, _ in TABLE_COLUMNS
+    heard_w = 40
+    head = (
+        f"{'turn':>4}  {'heard (final transcript)':<{heard_w}}  {'WER':>4}"
+        + "".join(f"  {h:>11}" for h, _ in TABLE_COLUMNS)
     )
     rows = [head, "-" * len(head)]
     for i, t in enumerate(turns):
@@ -331,8 +338,11 @@ def format_table(turns: Sequence[Mapping[str, Any]], said: Sequence[str] = ()) -
             heard = f"({t.get('transcript_chars', '?')} chars)"
         if len(heard) > heard_w:
             heard = heard[: heard_w - 3] + "..."
-        row = f"{t.get('turn_index', i + 1):>4}  {heard:<{heard_w}}" + "".join(
-            f"  {_ms(t.get(key)):>11}" for _, key in TABLE_COLUMNS
+        wer = turn_wer(said[i] if i < len(said) else None, t)
+        row = (
+            f"{t.get('turn_index', i + 1):>4}  {heard:<{heard_w}}"
+            f"  {'' if wer is None else f'{wer:.2f}':>4}"
+            + "".join(f"  {_ms(t.get(key)):>11}" for _, key in TABLE_COLUMNS)
         )
         flagged = [*(t.get("missing") or ()), *(t.get("implausible") or ())]
         if t.get("outcome") not in (None, "answered"):
@@ -341,9 +351,10 @@ def format_table(turns: Sequence[Mapping[str, Any]], said: Sequence[str] = ()) -
             row += "  n/a: " + ", ".join(flagged)
         rows.append(row)
     rows.append(
-        "STT final = end of speech -> final transcript (our Baseten plugin); end of turn = "
-        "-> turn committed;"
+        "WER = word error rate against the words said; STT final = end of speech -> final "
+        "transcript (our Baseten plugin);"
     )
+    rows.append("end of turn = -> turn committed;")
     rows.append(
         "LLM TTFT / TTS TTFB = first token / first audio byte; e2e = end of speech -> "
         "first agent audio."
@@ -359,16 +370,18 @@ def format_table(turns: Sequence[Mapping[str, Any]], said: Sequence[str] = ()) -
 @dataclass
 class DemoResult:
     turns: list[dict[str, Any]] = field(default_factory=list)
-    said: list[str] = field(default_factory=list)
+    said: list[str | None] = field(default_factory=list)
+    """What each turn said (None when the words are unknown, e.g. a user's file)."""
     mode: str = ""
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="agent.py demo",
-        description="Local end-to-end demo: speaks scripted user turns into the voice agent "
-        "and prints each turn's latency. Uses the real STT/LLM/TTS service where its key is "
-        "set (env, .env, .env.local), local stand-ins otherwise.",
+        description="Local end-to-end demo: speaks user turns (human recordings, then espeak-ng "
+        "phrases, or your own --wav files) into the voice agent and prints what it heard and "
+        "each turn's latency. Uses the real STT/LLM/TTS service where its key is set (env, "
+        ".env, .env.local), local stand-ins otherwise.",
     )
     p.add_argument(
         "--roomless",
@@ -380,7 +393,17 @@ def _parser() -> argparse.ArgumentParser:
         "--turns",
         type=int,
         default=DEFAULT_TURNS,
-        help=f"scripted user turns, 1-{len(DEMO_PHRASES)} (default {DEFAULT_TURNS})",
+        help=f"how many of the built-in user turns, 1-{len(DEMO_TURN_NAMES)} "
+        f"(default {DEFAULT_TURNS}: the human recordings)",
+    )
+    p.add_argument(
+        "--wav",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="speak these recordings as the user's turns instead (any rate or channel count "
+        "sox reads; stereo is downmixed)",
     )
     p.add_argument(
         "--out",
@@ -401,8 +424,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Run the demo; returns the exit code (0 = every turn answered and measured)."""
     args = _parser().parse_args(argv)
-    if not 1 <= args.turns <= len(DEMO_PHRASES):
-        print(f"demo: --turns must be between 1 and {len(DEMO_PHRASES)}", file=sys.stderr)
+    if not 1 <= args.turns <= len(DEMO_TURN_NAMES):
+        print(f"demo: --turns must be between 1 and {len(DEMO_TURN_NAMES)}", file=sys.stderr)
         return EXIT_USAGE
     out: Path = args.out or Path("artifacts") / f"demo-{datetime.now():%Y%m%d-%H%M%S}.jsonl"
     try:
@@ -418,7 +441,11 @@ def main(argv: list[str]) -> int:
 
     try:
         require_tools()
+        user_turns = load_turns(args.wav, args.turns)
     except SpeechToolMissing as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, ValueError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -427,7 +454,6 @@ def main(argv: list[str]) -> int:
     plan = plan_services(environ, env_files)
     binary = find_livekit_server()
     roomless = args.roomless or binary is None
-    phrases = list(DEMO_PHRASES[: args.turns])
 
     progress.plain("Voice agent demo: everything on this machine, no accounts needed.")
     if roomless:
@@ -443,9 +469,9 @@ def main(argv: list[str]) -> int:
 
     try:
         if roomless:
-            result = asyncio.run(run_roomless(plan, phrases, out=out, progress=progress))
+            result = asyncio.run(run_roomless(plan, user_turns, out=out, progress=progress))
         else:
-            result = asyncio.run(run_with_livekit(plan, phrases, out=out, progress=progress))
+            result = asyncio.run(run_with_livekit(plan, user_turns, out=out, progress=progress))
     except DemoError as exc:
         progress(f"FAILED: {exc}")
         progress.plain(f"worker log so far: {out}")
@@ -460,7 +486,7 @@ def main(argv: list[str]) -> int:
         progress.plain(note)
     progress.plain()
     progress.plain(f"worker log ({result.mode}): {out}")
-    problems = check_turns(result.turns, len(phrases))
+    problems = check_turns(result.turns, len(user_turns))
     if not args.no_plot:
         render_plot(out, args.plot or out.with_suffix(".png"), progress)
     if problems:
@@ -468,6 +494,15 @@ def main(argv: list[str]) -> int:
             progress(f"problem: {p}")
         return EXIT_FAILED
     return EXIT_OK
+
+
+def load_turns(wavs: Sequence[Path] | None, count: int) -> list[UserTurn]:
+    """The user's recordings, or the first ``count`` built-in turns (sox errors name the file)."""
+    from localdev.user_turns import demo_turns, from_file
+
+    if wavs:
+        return [from_file(w) for w in wavs]
+    return demo_turns(count)
 
 
 #: An end of turn this long means LiveKit waited for its maximum endpointing delay (2.5 s
@@ -487,10 +522,10 @@ def table_notes(turns: Sequence[Mapping[str, Any]]) -> list[str]:
     if not slow:
         return []
     return [
-        f"Turn(s) {', '.join(slow)}: the end of turn took its maximum delay. LiveKit's turn "
-        "detector (an audio model) did not",
-        "hear a finished sentence in the flat espeak voice and waited 2.5 s, as it would for "
-        "a user pausing mid-thought.",
+        f"Turn(s) {', '.join(slow)}: the end of turn took its maximum delay: LiveKit's turn "
+        "detector did not judge the",
+        "utterance finished and waited its maximum, as it would for a user pausing "
+        "mid-thought.",
         "Compare with VAD endpointing: TURN_DETECTION=vad python agent.py demo",
     ]
 
@@ -499,7 +534,7 @@ def check_turns(turns: Sequence[Mapping[str, Any]], expected: int) -> list[str]:
     """What is wrong with the logged turns (empty = one answered, measured line per turn)."""
     problems = []
     if len(turns) != expected:
-        problems.append(f"{len(turns)} turn_latency lines for {expected} scripted turns")
+        problems.append(f"{len(turns)} turn_latency lines for {expected} user turns")
     for t in turns:
         if t.get("outcome") != "answered":
             problems.append(f"turn {t.get('turn_index')}: outcome {t.get('outcome')}")
@@ -537,63 +572,37 @@ def render_plot(log: Path, png: Path, progress: Progress) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _phrase_engine(phrases: Sequence[str]) -> Any:
-    """The stand-in's pocketsphinx engine restricted to the demo's phrases (its
-    ``decodes`` record feeds the benchmark's decode timings)."""
-    from localdev.baseten.engine import PocketsphinxEngine
-
-    engine = PocketsphinxEngine(phrases=phrases)
-    engine.warm_up()  # rejects a phrase the dictionary lacks before anything listens
-    return engine
-
-
 @dataclass
 class DemoServices:
     """What ``demo_services`` started."""
 
     stack: Any  # localdev.stack.LocalStack
     env: dict[str, str]  # the worker's variables for everything local
-    baseten: Any = None  # the LocalBasetenServer, when Baseten is local
-    engine: Any = None  # its engine (``decodes`` timings)
+
+    @property
+    def baseten(self) -> Any:
+        """The Baseten stand-in process (``BasetenServerProcess``), when Baseten is local."""
+        return self.stack.baseten
 
 
 @contextlib.asynccontextmanager
 async def demo_services(
-    plan: ServicePlan,
-    phrases: Sequence[str],
-    *,
-    livekit: bool,
-    on_transcription_sent: Callable[[Any], None] | None = None,
+    plan: ServicePlan, *, livekit: bool, baseten_send_log: Path | None = None
 ) -> AsyncIterator[DemoServices]:
-    """A ``LocalStack`` for LiveKit (optional) and the OpenAI/Cartesia stand-ins that have
-    no key, plus the Baseten stand-in when Baseten has none, whose
-    sends go to ``on_transcription_sent`` (benchmarks)."""
-    from localdev.baseten import LocalBasetenServer
-    from localdev.stack import BASETEN_PATH, LocalStack
+    """A ``LocalStack`` with LiveKit (optional) and a stand-in for each service without a
+    key. The Baseten stand-in runs as its own process (``BasetenServerProcess``); with
+    ``baseten_send_log`` it appends one JSON line per transcription it sends (benchmarks)."""
+    from localdev.stack import LocalStack
 
-    async with contextlib.AsyncExitStack() as exit_stack:
-        stack = await exit_stack.enter_async_context(
-            LocalStack(
-                livekit=livekit,
-                baseten=False,  # started below, with the phrase engine (decode timings)
-                openai="openai" in plan.local,
-                cartesia="cartesia" in plan.local,
-                agent_name=DEMO_AGENT_NAME if livekit else None,
-            )
-        )
-        env = dict(stack.env)
-        if "baseten" in plan.local:
-            key = "demo-baseten-" + secrets.token_hex(16)
-            engine = await asyncio.to_thread(_phrase_engine, phrases)
-            baseten = await exit_stack.enter_async_context(
-                LocalBasetenServer(
-                    api_key=key, engine=engine, on_transcription_sent=on_transcription_sent
-                )
-            )
-            env |= {"BASETEN_MODEL_ENDPOINT": baseten.url + BASETEN_PATH, "BASETEN_API_KEY": key}
-            yield DemoServices(stack, env, baseten, engine)
-        else:
-            yield DemoServices(stack, env)
+    async with LocalStack(
+        livekit=livekit,
+        baseten="baseten" in plan.local,
+        openai="openai" in plan.local,
+        cartesia="cartesia" in plan.local,
+        agent_name=DEMO_AGENT_NAME if livekit else None,
+        baseten_send_log=baseten_send_log,
+    ) as stack:
+        yield DemoServices(stack, dict(stack.env))
 
 
 #: Worker settings the demo adds: the scripted words are no personal data, and the table
@@ -604,13 +613,13 @@ SUMMARY_TIMEOUT_S = 15.0
 
 
 async def run_with_livekit(
-    plan: ServicePlan, phrases: Sequence[str], *, out: Path, progress: Progress
+    plan: ServicePlan, turns: Sequence[UserTurn], *, out: Path, progress: Progress
 ) -> DemoResult:
     """Local SFU + ``python agent.py start`` + a Caller that dispatches the agent and talks."""
     from localdev.worker_process import WorkerFailed, WorkerProcess
 
     result = DemoResult(mode="worker subprocess, local livekit-server")
-    async with demo_services(plan, phrases, livekit=True) as services:
+    async with demo_services(plan, livekit=True) as services:
         stack, local_env = services.stack, services.env
         progress(f"livekit-server ready at {stack.livekit.url}; local stand-ins up")
         worker = WorkerProcess(env={**plan.user_env, **local_env, **DEMO_WORKER_SETTINGS})
@@ -618,7 +627,7 @@ async def run_with_livekit(
         try:
             await worker.start(timeout=WORKER_REGISTER_TIMEOUT_S)
             progress(f"worker registered with LiveKit as {DEMO_AGENT_NAME!r}")
-            await _call(stack, worker, phrases, result, progress)
+            await _call(stack, worker, turns, result, progress)
             # the room is gone: the job closes its session (summary line), then a drain
             with contextlib.suppress(WorkerFailed):
                 await worker.wait_for_line(
@@ -638,12 +647,16 @@ async def run_with_livekit(
     return result
 
 
+def _says(i: int, n: int, turn: UserTurn) -> str:
+    words = f": {turn.text!r}" if turn.text else ""
+    return f"turn {i}/{n}: says {turn.label} ({turn.seconds:.1f} s){words}"
+
+
 async def _call(
-    stack: Any, worker: Any, phrases: Sequence[str], result: DemoResult, progress: Progress
+    stack: Any, worker: Any, turns: Sequence[UserTurn], result: DemoResult, progress: Progress
 ) -> None:
-    """One call: room, caller, dispatch, the scripted turns, hang up."""
+    """One call: room, caller, dispatch, the user's turns, hang up."""
     from localdev.caller import Caller, RoomAdmin
-    from localdev.speech import synthesize
 
     lk = stack.livekit
     room = f"demo-{secrets.token_hex(3)}"
@@ -665,33 +678,34 @@ async def _call(
                     f"agent {agent.identity!r} joined "
                     f"{(agent.joined_at - dispatched_at) * 1000:.0f} ms after dispatch"
                 )
-                for i, phrase in enumerate(phrases, 1):
-                    samples = await asyncio.to_thread(synthesize, phrase)
+                for i, user_turn in enumerate(turns, 1):
                     for attempt in range(1, SAY_ATTEMPTS + 1):
                         # speak when the agent listens: before its session subscribed to
                         # our mic, audio is lost; and not over its previous reply
                         await wait_agent_listening(caller, agent.identity, within_s=TURN_TIMEOUT_S)
                         await asyncio.sleep(PAUSE_BEFORE_TURN_S)
                         again = " (again)" if attempt > 1 else ""
-                        progress(f"turn {i}/{len(phrases)}: caller says {phrase!r}{again}")
+                        progress(_says(i, len(turns), user_turn) + again)
                         said = await caller.say(
-                            samples, 16_000, trailing_silence_s=TRAILING_SILENCE_S
+                            user_turn.samples,
+                            user_turn.sample_rate,
+                            trailing_silence_s=TRAILING_SILENCE_S,
                         )
                         if await _heard(caller, after=said.started_at):
                             break
                         progress(
-                            f"turn {i}/{len(phrases)}: no transcript of that within "
+                            f"turn {i}/{len(turns)}: no transcript of that within "
                             f"{HEARD_TIMEOUT_S:g} s (the agent did not catch it)"
                         )
                     else:
-                        raise DemoError(f"the agent heard nothing of {phrase!r}, twice")
-                    result.said.append(phrase)
+                        raise DemoError(f"the agent heard nothing of {user_turn.label}, twice")
+                    result.said.append(user_turn.text)
                     turn = await worker.wait_for_line(
                         lambda ln, i=i: ln["message"] == TURN_EVENT and ln["turn_index"] == i,
                         timeout=TURN_TIMEOUT_S,
                         what=f"the worker's turn_latency line for turn {i}",
                     )
-                    progress(_turn_progress(i, len(phrases), turn))
+                    progress(_turn_progress(i, len(turns), turn, user_turn.text))
         finally:
             with contextlib.suppress(Exception):
                 await admin.delete_room(room)
@@ -788,7 +802,7 @@ ROOMLESS_ROOM = "demo-roomless"
 
 
 async def run_roomless(
-    plan: ServicePlan, phrases: Sequence[str], *, out: Path, progress: Progress
+    plan: ServicePlan, turns: Sequence[UserTurn], *, out: Path, progress: Progress
 ) -> DemoResult:
     """The worker's session (same factory, same turn metrics) on a virtual mic/speaker."""
     from livekit.agents.utils import http_context
@@ -798,13 +812,12 @@ async def run_roomless(
     from agent.session_factory import build_assistant, build_session
     from agent.turn_metrics import attach_turn_metrics
     from localdev.roomless_io import CapturingAudioOutput, PacedAudioInput
-    from localdev.speech import synthesize
 
     log = JsonLineLog(out)
     result = DemoResult(mode="room-less session")
     try:
         with _logs_to(log):
-            async with demo_services(plan, phrases, livekit=False) as services:
+            async with demo_services(plan, livekit=False) as services:
                 local_env = services.env
                 env = {**plan.user_env, **local_env, **DEMO_WORKER_SETTINGS}
                 try:
@@ -830,22 +843,21 @@ async def run_roomless(
                     await parts.session.start(agent=build_assistant(settings))
                     progress("session started")
                     try:
-                        for i, phrase in enumerate(phrases, 1):
-                            progress(f"turn {i}/{len(phrases)}: user says {phrase!r}")
-                            samples = await asyncio.to_thread(synthesize, phrase)
+                        for i, user_turn in enumerate(turns, 1):
+                            progress(_says(i, len(turns), user_turn))
                             mic.push_speech(
-                                samples,
+                                user_turn.samples,  # both at 16 kHz
                                 silence_before_s=PAUSE_BEFORE_TURN_S,
                                 trailing_silence_s=TRAILING_SILENCE_S,
                             )
-                            result.said.append(phrase)
+                            result.said.append(user_turn.text)
                             await wait_until(
                                 lambda i=i: len(log.turns) >= i,  # type: ignore[misc]
                                 within_s=TURN_TIMEOUT_S,
                                 what=f"the turn_latency line for turn {i}",
                             )
                             turn = log.turns[i - 1]
-                            progress(_turn_progress(i, len(phrases), turn))
+                            progress(_turn_progress(i, len(turns), turn, user_turn.text))
                     finally:
                         await parts.session.aclose()
                         mic.close()
@@ -857,10 +869,12 @@ async def run_roomless(
     return result
 
 
-def _turn_progress(i: int, n: int, turn: Mapping[str, Any]) -> str:
+def _turn_progress(i: int, n: int, turn: Mapping[str, Any], said: str | None = None) -> str:
     heard = turn.get("transcript")
     heard_s = f"heard {heard!r}" if isinstance(heard, str) else "heard (not logged)"
+    wer = turn_wer(said, turn)
+    scored = "" if wer is None else f" (WER {wer:.2f})"
     return (
-        f"turn {i}/{n}: {heard_s}, agent answered; e2e {_ms(turn.get('e2e_latency_ms'))}"
-        f" (outcome {turn.get('outcome')})"
+        f"turn {i}/{n}: {heard_s}{scored}, agent answered; "
+        f"e2e {_ms(turn.get('e2e_latency_ms'))} (outcome {turn.get('outcome')})"
     )

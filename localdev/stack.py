@@ -29,6 +29,7 @@ import contextlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final, Protocol
 
 from localdev.baseten import FaultPlan
@@ -118,6 +119,7 @@ class LocalStack(AsyncService):
         tts_ttfb_s: float = 0.0,
         stt_inference_delay_s: float = 0.0,
         baseten_faults: FaultPlan | None = None,
+        baseten_send_log: Path | None = None,
         agent_name: str | None = DEFAULT_AGENT_NAME,
     ) -> None:
         """Configure (not start) the stack.
@@ -135,6 +137,8 @@ class LocalStack(AsyncService):
             stt_inference_delay_s: extra seconds per Baseten transcription (GPU queueing);
                 shorthand for ``baseten_faults=FaultPlan(inference_delay_s=...)``.
             baseten_faults: a full fault plan for the Baseten stand-in.
+            baseten_send_log: JSONL file where the Baseten stand-in logs every
+                transcription it sends, with wall-clock send times (benchmarks).
             agent_name: ``LIVEKIT_AGENT_NAME`` (explicit dispatch); None leaves it out, so
                 the worker joins every new room.
         """
@@ -147,6 +151,7 @@ class LocalStack(AsyncService):
         self._llm_token_delay_s = llm_token_delay_s
         self._tts_ttfb_s = tts_ttfb_s
         self._faults = baseten_faults or FaultPlan(inference_delay_s=stt_inference_delay_s)
+        self._send_log = baseten_send_log
         self.agent_name = agent_name
         self._keys = {name: _generated_key(name) for name in ("baseten", "openai", "cartesia")}
         self._exit = contextlib.AsyncExitStack()
@@ -196,7 +201,9 @@ class LocalStack(AsyncService):
             self.livekit = self._livekit_arg
         if self._want["baseten"]:
             self.baseten = await self._exit.enter_async_context(
-                BasetenServerProcess(api_key=self._keys["baseten"], faults=self._faults)
+                BasetenServerProcess(
+                    api_key=self._keys["baseten"], faults=self._faults, send_log=self._send_log
+                )
             )
         if self._want["openai"]:
             self.openai = await self._exit.enter_async_context(

@@ -1,8 +1,10 @@
 """Word error rate, the one way the project scores what was heard against what was said.
 
-Scoring is on words after normalising case and punctuation (Whisper writes "Hello world."
-where a reference may say "hello world"): lower-case, hyphens and slashes split words,
-every other character that is not a letter, digit or apostrophe dropped.
+Scoring is on words after normalising case, punctuation and small numbers (Whisper writes
+"Hello world." and "a table for 2" where a reference says "hello world", "a table for
+two"): lower-case, hyphens and slashes split words, every other character that is not a
+letter, digit or apostrophe dropped, and the number words zero to twenty written as digits
+(as Whisper's own English normaliser does).
 """
 
 from __future__ import annotations
@@ -11,12 +13,20 @@ import re
 
 _SPLIT = re.compile(r"[-/–—]")
 _DROP = re.compile(r"[^\w' ]")
+_NUMBERS = {
+    word: str(value)
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+        "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
 
 
 def normalise(text: str) -> list[str]:
     """Comparable words: ``"Ever tried, ever failed."`` -> ``[ever, tried, ever, failed]``."""
     spaced = _SPLIT.sub(" ", text.lower().replace("’", "'"))
-    return [w.strip("'") for w in _DROP.sub(" ", spaced).split() if w.strip("'")]
+    words = (w.strip("'") for w in _DROP.sub(" ", spaced).split())
+    return [_NUMBERS.get(w, w) for w in words if w]
 
 
 def word_errors(reference: str, hypothesis: str) -> int:

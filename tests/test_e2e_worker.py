@@ -2,11 +2,12 @@
 
 ``python agent.py start`` configured by environment variables only (``LocalStack.env``), a
 real ``livekit-server`` (SFU over WebRTC on loopback), a room and an explicit dispatch made
-with ``livekit-api``, and a caller using the ``livekit`` SDK who speaks espeak-ng audio. The
-paid services are the local stand-ins speaking their real wire protocols: Baseten streaming
-Whisper (pocketsphinx restricted to ``TEST_PHRASES``), OpenAI Chat Completions (echoes the
-user) and Cartesia TTS (espeak-ng). Everything asserted is what a client sees over LiveKit plus
-the worker's JSON log; measured latencies are printed (``-s``), not asserted.
+with ``livekit-api``, and a caller using the ``livekit`` SDK who speaks human recordings
+(``localdev.human_speech``). The paid services are the local stand-ins speaking their real
+wire protocols: Baseten streaming Whisper (real Whisper tiny.en over Silero VAD, in its own
+process), OpenAI Chat Completions (echoes the user) and Cartesia TTS (espeak-ng). Everything
+asserted is what a client sees over LiveKit plus the worker's JSON log; measured latencies
+are printed (``-s``), not asserted.
 
 One stack and one worker per module; the SIGTERM test runs its own worker (it ends it).
 The first tests (no ``e2e`` mark, no LiveKit server) check the two tools themselves.
@@ -23,8 +24,9 @@ import aiohttp
 import pytest
 
 from localdev.stack import LocalStack, missing_services
+from localdev.user_turns import UserTurn, named
+from localdev.wer import normalise, word_error_rate
 from localdev.worker_process import WorkerFailed, WorkerProcess
-from tests.fixtures.baseten import TEST_PHRASES
 from tests.fixtures.e2e import (
     DRAIN_TIMEOUT_S,
     LLM_TTFT_S,
@@ -44,6 +46,14 @@ LOG_TIMEOUT_S = 30.0
 # Shortest stretch of received agent speech that counts as a spoken reply: the echoed reply
 # ("You said: <phrase>. How can I help with that?") is ~3 s of espeak speech.
 MIN_REPLY_SPEECH_S = 1.0
+#: What the caller may mishear at most: the issue's bar for human speech (the stand-in's
+#: Whisper hears these clips word for word when fed directly; WebRTC's Opus round trip
+#: is the difference).
+MAX_WER = 0.10
+
+
+def _turn(name: str) -> UserTurn:
+    return named(name)
 
 
 def _get_text(url: str) -> str:
@@ -59,20 +69,8 @@ def _sample(metrics: str, name: str) -> float:
     return 0.0
 
 
-def _words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
-
-
-def _heard_every_word(heard: str, said: str) -> bool:
-    """Every word said appears in what was heard, in order (extra words tolerated).
-
-    The Baseten stand-in's pocketsphinx runs in this test process and holds the GIL while it
-    decodes, so on 2 busy cores the WebRTC callers' audio pacing can stall and the stand-in
-    may insert a stray word (CI once heard "book book a table for two"). A lost or reordered
-    word, which is what the product must never do, still fails.
-    """
-    remaining = iter(_words(heard))
-    return all(word in remaining for word in _words(said))
+def _words(text: str) -> str:
+    return " ".join(normalise(text))
 
 
 def _assert_no_secrets(worker: WorkerProcess, stack: LocalStack) -> None:
@@ -106,20 +104,23 @@ async def _turn_latency(worker: WorkerProcess, room: str) -> dict[str, object]:
 
 
 def _assert_turn_served(call: Call, turn: Turn, stack: LocalStack) -> None:
-    """What the caller saw: the agent heard the phrase and answered it out loud."""
+    """What the caller saw: the agent heard the recording and answered it out loud."""
     assert call.agent.is_agent
-    # LiveKit's transcription stream for the caller's mic track carries every word said
+    # LiveKit's transcription stream for the caller's mic track carries what was said
     assert turn.user_transcript.track_id == call.caller.mic_track_sid
-    assert _heard_every_word(turn.user_transcript.text, turn.phrase), turn.user_transcript
-    heard = " ".join(_words(turn.user_transcript.text))
+    said = turn.user_turn.text or ""
+    wer = word_error_rate(said, turn.heard)
+    print(f"[e2e hearing] WER {wer:.2f}: said {said!r}, heard {turn.heard!r}")
+    assert wer <= MAX_WER, (said, turn.heard)
+    heard = _words(turn.user_transcript.text)
     # the reply is about what this caller said (the LLM stand-in echoes it): no crosstalk
-    assert heard in " ".join(_words(turn.agent_transcript.text)), turn.agent_transcript
+    assert heard in _words(turn.agent_transcript.text), turn.agent_transcript
     # ...and it was spoken: a stretch of speech-level audio on the agent's track
     assert turn.agent_speech.ended_at is not None
     spoken_s = turn.agent_speech.ended_at - turn.agent_speech.started_at
     assert spoken_s >= MIN_REPLY_SPEECH_S, f"only {spoken_s:.2f} s of agent speech"
     assert stack.cartesia is not None
-    spoken = [" ".join(_words(text)) for text in stack.cartesia.transcripts().values()]
+    spoken = [_words(text) for text in stack.cartesia.transcripts().values()]
     assert any(heard in text for text in spoken)
 
 
@@ -139,7 +140,7 @@ def _assert_turn_logged(line: dict[str, object], *, room: str, job_id: str) -> N
 async def test_stack_env_is_a_valid_worker_config_and_stand_ins_check_their_keys() -> None:
     from agent.config import Profile, load_settings
 
-    async with LocalStack(livekit=False, phrases=TEST_PHRASES[:1]) as stack:
+    async with LocalStack(livekit=False) as stack:
         env = stack.env
         assert set(env) == {
             "LIVEKIT_AGENT_NAME",
@@ -165,6 +166,13 @@ async def test_stack_env_is_a_valid_worker_config_and_stand_ins_check_their_keys
                 headers = {"Authorization": f"Bearer {key}"}
                 async with http.get(env["OPENAI_BASE_URL"] + "/models", headers=headers) as r:
                     assert r.status == status
+            # the Baseten stand-in (its own process) checks its key at the upgrade
+            assert stack.baseten is not None
+            wrong = {"Authorization": f"Api-Key {env['OPENAI_API_KEY']}"}
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(env["BASETEN_MODEL_ENDPOINT"], headers=wrong)
+            assert refused.value.status == 401
+            assert (await stack.baseten.stats())["auth_failures"] == 1
 
 
 async def test_filling_gaps_starts_stand_ins_only_for_services_without_keys() -> None:
@@ -176,7 +184,7 @@ async def test_filling_gaps_starts_stand_ins_only_for_services_without_keys() ->
         "CARTESIA_API_KEY": "",  # empty counts as missing
     }
     assert missing_services(user_env) == {"baseten", "cartesia"}
-    async with LocalStack.filling_gaps(user_env, phrases=TEST_PHRASES[:1]) as stack:
+    async with LocalStack.filling_gaps(user_env) as stack:
         assert stack.livekit is None and stack.openai is None
         assert stack.baseten is not None and stack.cartesia is not None
         assert {k.split("_")[0] for k in stack.env} == {"LIVEKIT", "BASETEN", "CARTESIA"}
@@ -197,16 +205,17 @@ async def test_worker_process_reports_an_early_exit_without_secrets() -> None:
 async def test_a_call_is_heard_answered_and_logged(
     e2e_stack: LocalStack, e2e_worker: WorkerProcess
 ) -> None:
-    room, phrase = "e2e-call", TEST_PHRASES[1]
+    room = "e2e-call"
     async with open_call(e2e_stack, room=room, identity="caller-1") as call:
-        turn = await speak(call, phrase)
+        turn = await speak(call, _turn("endgame_talking_about"))
         job_id = await _job_id(e2e_worker, room)
         print(timing_line("one call", call, turn))
     _assert_turn_served(call, turn, e2e_stack)
     line = await _turn_latency(e2e_worker, room)
     _assert_turn_logged(line, room=room, job_id=job_id)
     # transcripts are personal data: not in the log unless LOG_TRANSCRIPTS=true
-    assert phrase not in e2e_worker.stdout.lower()
+    assert turn.user_transcript.text not in e2e_worker.stdout
+    assert "talking about" not in e2e_worker.stdout.lower()
     _assert_no_secrets(e2e_worker, e2e_stack)
 
     # the turn recorded in the job process reaches the main process's /metrics
@@ -222,14 +231,15 @@ async def test_a_call_is_heard_answered_and_logged(
 async def test_two_simultaneous_callers_are_both_served(
     e2e_stack: LocalStack, e2e_worker: WorkerProcess
 ) -> None:
-    async def one(room: str, identity: str, phrase: str) -> tuple[Call, Turn, str]:
+    async def one(room: str, identity: str, clip: str) -> tuple[Call, Turn, str]:
         async with open_call(e2e_stack, room=room, identity=identity) as call:
-            turn = await speak(call, phrase)
+            turn = await speak(call, _turn(clip))
             return call, turn, await _job_id(e2e_worker, room)
 
-    rooms = {"e2e-room-a": TEST_PHRASES[0], "e2e-room-b": TEST_PHRASES[3]}
+    # two speakers: a question from the Endgame dialogue, a statement read from Dickens
+    rooms = {"e2e-room-a": "endgame_hear_me", "e2e-room-b": "two_cities_best_of_times"}
     results = await asyncio.gather(
-        *(one(room, f"caller-{room[-1]}", phrase) for room, phrase in rooms.items())
+        *(one(room, f"caller-{room[-1]}", clip) for room, clip in rooms.items())
     )
     job_ids = set()
     for room, (call, turn, job_id) in zip(rooms, results, strict=True):
@@ -250,7 +260,7 @@ async def test_sigterm_during_a_call_lets_it_finish_then_exits_0(e2e_stack: Loca
     """Rolling deploy: SIGTERM arrives while a caller is mid-turn. The worker drains: the
     reply is still spoken, the session ends normally when the caller hangs up, exit 0."""
     agent_name = "e2e-drain-agent"  # its own name: no dispatch can reach the module's worker
-    room, phrase = "e2e-drain", TEST_PHRASES[4]
+    room, clip = "e2e-drain", "audioeval_quick_brown_fox"
     worker = WorkerProcess(
         env={
             **e2e_stack.env,
@@ -273,7 +283,7 @@ async def test_sigterm_during_a_call_lets_it_finish_then_exits_0(e2e_stack: Loca
             e2e_stack, room=room, identity="caller-drain", agent_name=agent_name
         ) as call:
             job_id = await _job_id(worker, room)
-            turn = await speak(call, phrase, after_speech=sigterm)
+            turn = await speak(call, _turn(clip), after_speech=sigterm)
             print(timing_line("call during drain", call, turn))
             await worker.wait_for_line(
                 lambda ln: ln["message"] == "draining worker", timeout=LOG_TIMEOUT_S
