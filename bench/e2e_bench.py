@@ -226,9 +226,14 @@ async def one_round(
                 room=room,
                 identity="bench-caller",
             ) as caller:
-                dispatched_at = time.time()
-                await admin.dispatch_agent(agent_name=DEMO_AGENT_NAME, room=room)
-                agent = await caller.wait_for_agent(timeout=JOIN_TIMEOUT_S)
+                dispatch = await admin.dispatch_until_joined(
+                    caller,
+                    agent_name=DEMO_AGENT_NAME,
+                    room=room,
+                    join_timeout_s=JOIN_TIMEOUT_S,
+                    on_retry=lambda why: print(f"note: {why}", flush=True),
+                )
+                agent, dispatched_at = dispatch.agent, dispatch.dispatched_at
                 result.dispatch_ms.append((agent.joined_at - dispatched_at) * 1000)
                 stages = dispatch_stages(worker, room, dispatched_at, agent.joined_at)
                 if stages:

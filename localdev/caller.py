@@ -170,6 +170,53 @@ class RoomAdmin:
     async def list_dispatches(self, room: str) -> list[api.AgentDispatch]:
         return await self.lkapi.agent_dispatch.list_dispatch(room_name=room)
 
+    async def dispatch_until_joined(
+        self,
+        caller: Caller,
+        *,
+        agent_name: str,
+        room: str,
+        join_timeout_s: float = 60.0,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> DispatchResult:
+        """Dispatch ``agent_name`` to ``room`` until its participant joins ``caller``'s room.
+
+        livekit-server (v1.13.5) drops an explicit dispatch when the only worker reports
+        itself full (its CPU load, the whole machine's on a shared box, above LiveKit's 0.7
+        threshold) and never retries it once the worker is available again. A client app has
+        to dispatch again, and so does this: a dispatch that created no job within
+        ``DISPATCH_RETRY_AFTER_S`` is replaced, ``DISPATCH_ATTEMPTS`` times at most (a job
+        that exists is only slow, and is waited for). ``on_retry`` hears each re-dispatch.
+        """
+        for attempt in range(1, DISPATCH_ATTEMPTS + 1):
+            dispatched_at = time.time()
+            dispatch = await self.dispatch_agent(agent_name=agent_name, room=room)
+            with contextlib.suppress(TimeoutError):
+                agent = await caller.wait_for_agent(timeout=DISPATCH_RETRY_AFTER_S)
+                return DispatchResult(dispatched_at, agent, attempt)
+            state = await self.lkapi.agent_dispatch.get_dispatch(dispatch.id, room)
+            if state is not None and state.state.jobs:  # a job exists: the agent is just slow
+                agent = await caller.wait_for_agent(timeout=join_timeout_s)
+                return DispatchResult(dispatched_at, agent, attempt)
+            if on_retry is not None:
+                on_retry(f"{room}: dispatch {attempt} got no job (worker full?), dispatching again")
+            await self.lkapi.agent_dispatch.delete_dispatch(dispatch.id, room)
+        raise TimeoutError(f"no agent joined {room} after {DISPATCH_ATTEMPTS} dispatches")
+
+
+#: See ``RoomAdmin.dispatch_until_joined``: a job normally exists within ~0.3 s of a dispatch.
+DISPATCH_RETRY_AFTER_S = 8.0
+DISPATCH_ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    """The dispatch that brought the agent: when it was made, the agent, how many were made."""
+
+    dispatched_at: float
+    agent: ParticipantRecord
+    attempts: int
+
 
 # ---------------------------------------------------------------------------------------------
 # Records

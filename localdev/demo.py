@@ -327,9 +327,8 @@ def turn_wer(said: str | None, turn: Mapping[str, Any]) -> float | None:
 def format_table(turns: Sequence[Mapping[str, Any]], said: Sequence[str | None] = ()) -> str:
     """The per-turn latency table (all times from the end of the user's speech)."""
     heard_w = 40
-    head = (
-        f"{'turn':>4}  {'heard (final transcript)':<{heard_w}}  {'WER':>4}"
-        + "".join(f"  {h:>11}" for h, _ in TABLE_COLUMNS)
+    head = f"{'turn':>4}  {'heard (final transcript)':<{heard_w}}  {'WER':>4}" + "".join(
+        f"  {h:>11}" for h, _ in TABLE_COLUMNS
     )
     rows = [head, "-" * len(head)]
     for i, t in enumerate(turns):
@@ -524,8 +523,7 @@ def table_notes(turns: Sequence[Mapping[str, Any]]) -> list[str]:
     return [
         f"Turn(s) {', '.join(slow)}: the end of turn took its maximum delay: LiveKit's turn "
         "detector did not judge the",
-        "utterance finished and waited its maximum, as it would for a user pausing "
-        "mid-thought.",
+        "utterance finished and waited its maximum, as it would for a user pausing mid-thought.",
         "Compare with VAD endpointing: TURN_DETECTION=vad python agent.py demo",
     ]
 
@@ -670,13 +668,18 @@ async def _call(
                 room=room,
                 identity="demo-caller",
             ) as caller:
-                dispatched_at = time.time()
-                await admin.dispatch_agent(agent_name=DEMO_AGENT_NAME, room=room)
-                progress(f"caller joined room {room!r} and dispatched the agent")
-                agent = await caller.wait_for_agent(timeout=AGENT_JOIN_TIMEOUT_S)
+                progress(f"caller joined room {room!r}; dispatching the agent")
+                dispatch = await admin.dispatch_until_joined(
+                    caller,
+                    agent_name=DEMO_AGENT_NAME,
+                    room=room,
+                    join_timeout_s=AGENT_JOIN_TIMEOUT_S,
+                    on_retry=progress,
+                )
+                agent = dispatch.agent
                 progress(
                     f"agent {agent.identity!r} joined "
-                    f"{(agent.joined_at - dispatched_at) * 1000:.0f} ms after dispatch"
+                    f"{(agent.joined_at - dispatch.dispatched_at) * 1000:.0f} ms after dispatch"
                 )
                 for i, user_turn in enumerate(turns, 1):
                     for attempt in range(1, SAY_ATTEMPTS + 1):

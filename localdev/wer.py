@@ -13,13 +13,12 @@ import re
 
 _SPLIT = re.compile(r"[-/–—]")
 _DROP = re.compile(r"[^\w' ]")
-_NUMBERS = {
-    word: str(value)
-    for value, word in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen "
-        "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
-    )
-}
+#: Whisper's normaliser writes these as digits; so do we, on both sides.
+_NUMBER_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty"
+)
+_NUMBERS = {word: str(value) for value, word in enumerate(_NUMBER_WORDS.split())}
 
 
 def normalise(text: str) -> list[str]:

@@ -7,6 +7,7 @@ measured, produced numbers, matched events to server sends and lost none.
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -53,3 +54,45 @@ def test_quick_mode_prints_table_for_both_clients(tmp_path: Path) -> None:
         cap = data["capacity"]["50"][client]
         assert cap["lost"] == 0 and cap["errors"] == []
         assert cap["latency_ms"]["n"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_whisper_bench_quick_mode_prints_tables_goal_and_wer(tmp_path: Path) -> None:
+    """``bench.whisper_bench --quick``: both tables, the goal verdict, a WER per N.
+
+    Whether the goal passes is the benchmark's business (machine-dependent), not this test's.
+    """
+    out_json = tmp_path / "whisper.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.whisper_bench", "--quick", "--json", str(out_json)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "1. Decode cost per utterance" in out, out
+    assert "2. Latency under concurrency" in out, out
+    for label in ("1 s", "2 s", "4 s", "7 s", "10 s", "15 s", "25 s"):
+        # audio s | window s, windowed and full ms / RTF / WER / passes | speed-up
+        row = re.search(rf"^{label}\s*\|(.*)$", out, re.MULTILINE)
+        assert row is not None, out
+        assert len(re.findall(r"\d+(?:\.\d+)?", row.group(1))) == 11, row.group(0)
+    for n in (1, 2):
+        # N | finals | three latency trios ... | WER | pace lag | errors
+        row = re.search(rf"^\s*{n} \|(.*)$", out, re.MULTILINE)
+        assert row is not None, out
+        cells = [c.strip() for c in row.group(1).split("|")]
+        assert re.fullmatch(NUMBER, cells[5]), row.group(0)  # the WER column
+    assert re.search(r"^largest N with p95 <= 600 ms .*: (\d+|none)$", out, re.MULTILINE), out
+    assert re.search(
+        r"^goal: >= 4 concurrent real-time streams at p95 <= 600 ms: (PASS|FAIL)", out, re.MULTILINE
+    ), out
+
+    data = json.loads(out_json.read_text())
+    assert [lv["streams"] for lv in data["levels"]] == [1, 2]
+    for lv in data["levels"]:
+        assert math.isfinite(lv["wer"])  # reference words were sent and scored
+        assert lv["pipeline_ms"]["n"] > 0  # finals carried pipeline_latency

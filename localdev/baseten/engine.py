@@ -70,7 +70,9 @@ class RecognitionEngine(Protocol):
     thread-safe. Times in the returned segments are ``time_offset`` + position in
     ``pcm16_16k`` (stream-relative when the caller passes the audio already consumed
     on the connection). ``params`` are the client's ``whisper_params``; an engine
-    honours what it can (language, prompt, word timestamps, sampling).
+    honours what it can (language, prompt, word timestamps, sampling). ``final`` is
+    False for a partial: a preview, worth less effort than a final (e.g. a decode that
+    went wrong is flagged ``possible_hallucination`` rather than redone).
     """
 
     def warm_up(self) -> None:
@@ -83,4 +85,5 @@ class RecognitionEngine(Protocol):
         *,
         time_offset: float,
         params: WhisperParams,
+        final: bool = True,
     ) -> Recognition: ...

@@ -16,8 +16,6 @@ demo and the benchmarks use this; unit tests keep the in-process ``LocalBasetenS
         stats = await srv.wait_for(lambda s: s["finals_sent"] >= 1)
 """
 
-
-
 from __future__ import annotations
 
 import asyncio

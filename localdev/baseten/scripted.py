@@ -43,6 +43,7 @@ class ScriptedEngine:
         *,
         time_offset: float,
         params: WhisperParams,
+        final: bool = True,
     ) -> Recognition:
         language = "en" if params.audio_language in ("", "auto") else params.audio_language
         if len(pcm16_16k) < MIN_SAMPLES:

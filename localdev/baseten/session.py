@@ -5,10 +5,14 @@ and JSON control frames, drives the VAD/buffer state machine of doc §4.3 and fe
 single FIFO transcription worker, so results leave in the order they were queued. The
 worker decodes on the server's shared ``DecodePool`` (never on the event loop).
 
-Partials are *dropped, not queued*, while this stream's previous decode is still queued
-or running: a partial is a preview of the open utterance that the next one replaces, and
-queueing them on a CPU that is behind only delays the final behind stale previews (the
-real server drops partials once >10 tasks are queued; on a GPU that limit is never near).
+Partials are *dropped, not queued*, when the engine is behind: while this stream's
+previous decode is still queued or running, or when the shared pool has no spare thread for
+a preview (``pool.py``). A partial is a preview of the open utterance that the next one
+replaces, and queueing previews on a CPU that is behind only delays the final behind them
+(the real server drops partials once >10 tasks are queued; on a GPU that is never near).
+No partial is started once the VAD is timing the silence that will end the utterance: the
+final is at most ``min_silence_duration_ms`` away and would wait for that preview's decode.
+A partial Whisper decoded as a loop is not sent (``skip_partial_if_hallucination``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from aiohttp import web
 from localdev.baseten.audio import FrameDecoder
 from localdev.baseten.engine import Decode, DecodeRecord, Recognition, RecognitionEngine
 from localdev.baseten.faults import FaultPlan, InjectedError
-from localdev.baseten.pool import FINAL, PARTIAL, DecodePool
+from localdev.baseten.pool import DecodePool, PoolBusy
 from localdev.baseten.sendlog import SentTranscription, TranscriptionSentHook
 from localdev.baseten.stats import ServerStats
 from localdev.baseten.vad import StreamingVad, VadKind
@@ -277,7 +281,9 @@ class StreamSession:
         self._bytes_since_partial = 0
 
     def _queue_partial(self) -> None:
-        if self._decoding or not self._queue.empty():
+        if self._vad.ending:
+            return  # the final is due within min_silence: a preview now would delay it
+        if self._decoding or not self._queue.empty() or not self._pool.partial_would_run():
             self._stats.partials_dropped += 1  # the engine is behind: drop, never queue
             return
         self._queue.put_nowait(self._job(self._buffer_audio(), is_final=False, flush=False))
@@ -306,6 +312,9 @@ class StreamSession:
                     await asyncio.sleep(delay)
                 try:
                     recognition = await self._decode(job)
+                except PoolBusy:
+                    self._stats.partials_dropped += 1  # the spare thread went to another stream
+                    continue
                 except Exception as exc:  # one failed task does not end the stream
                     log.exception("transcription failed")
                     await self._send_error(
@@ -313,6 +322,9 @@ class StreamSession:
                         f"Transcription failed: {exc}",
                         recoverable=True,
                     )
+                    continue
+                if self._skip(job, recognition):
+                    self._stats.partials_dropped += 1
                     continue
                 result = TranscriptionResult(
                     segments=recognition.segments,
@@ -338,12 +350,23 @@ class StreamSession:
                 self._decoding = False
                 self._queue.task_done()
 
+    def _skip(self, job: _Job, recognition: Recognition) -> bool:
+        """A partial flagged as a hallucination is not sent, as on the real server."""
+        return (
+            not job.is_final
+            and self._config.streaming_params.skip_partial_if_hallucination
+            and any(s.possible_hallucination for s in recognition.segments)
+        )
+
     async def _decode(self, job: _Job) -> Recognition:
         def timed() -> Recognition:
             started = time.time()
             try:
                 return self._engine.transcribe(
-                    job.audio, time_offset=job.time_offset, params=self._config.whisper_params
+                    job.audio,
+                    time_offset=job.time_offset,
+                    params=self._config.whisper_params,
+                    final=job.is_final,
                 )
             finally:
                 if self._decodes is not None:
@@ -356,7 +379,7 @@ class StreamSession:
                         )
                     )
 
-        return await self._pool.run(timed, priority=FINAL if job.is_final else PARTIAL)
+        return await self._pool.run(timed, final=job.is_final)
 
     def _report_sent(self, result: TranscriptionResult, before: float) -> None:
         assert self._on_sent is not None

@@ -137,6 +137,11 @@ class StreamingVad:
         #: Padded start (stream samples) of the utterance in progress or last ended.
         self.speech_start = 0
 
+    @property
+    def ending(self) -> bool:
+        """In speech, but timing a silence that may end it (below ``threshold - 0.15``)."""
+        return self.triggered and self._temp_end != 0
+
     def __call__(self, frame: npt.NDArray[np.int16]) -> VadEvent | None:
         window = len(frame)
         self._current_sample += window

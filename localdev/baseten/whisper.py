@@ -16,9 +16,12 @@ milliseconds; here the encoder gets the utterance plus ``WINDOW_MARGIN_S`` of pa
 at least ``MIN_WINDOW_S`` (whisper.cpp's ``audio_ctx`` trick). On the human clips of
 ``localdev/human_speech.py`` that is 4-5x faster (e.g. 4.3 s of speech: 857 -> 196 ms) with
 the same words; windows of utterance + 1 s made Whisper loop on sub-second clips ("Yes.
-Yes. Yes. Yes"), +3 s with a 5 s floor never did. A decode that still looks like a loop
+Yes. Yes. Yes"), +3 s with a 5 s floor never did. A final that still looks like a loop
 (more than ``MAX_WORDS_PER_S`` words per second of audio, or Whisper's compression-ratio
-test) is redone with the full 30 s window.
+test) is redone with the full 30 s window; a partial that does is only flagged
+``possible_hallucination`` (the server then does not send it): redoing a preview cost 1-2 s
+of CPU, and the stream's final waited behind it (``bench.whisper_bench``: a 1.35 s partial
+cut mid-word, "Ever T... Ever T...", took 1.2-2.4 s with the redo).
 
 Decoding is greedy or beam search (the client's ``beam_width``) at temperature 0: Whisper's
 sampling fallback at higher temperatures is not reproduced, because it makes results
@@ -199,6 +202,7 @@ class WhisperEngine:
         *,
         time_offset: float,
         params: WhisperParams,
+        final: bool = True,
     ) -> Recognition:
         if len(pcm16_16k) < MIN_SAMPLES or not has_signal(pcm16_16k):
             return Recognition(segments=[])
@@ -206,10 +210,14 @@ class WhisperEngine:
         seconds = len(audio) / PCM_SAMPLE_RATE
         language, language_prob = self._language(audio, params)
         raw, info = self._decode(audio, language, params, frames=window_frames(seconds))
-        if _looks_like_a_loop(raw, seconds) and window_frames(seconds) < FULL_WINDOW_FRAMES:
+        looped = _looks_like_a_loop(raw, seconds)
+        if looped and final and window_frames(seconds) < FULL_WINDOW_FRAMES:
             raw, info = self._decode(audio, language, params, frames=FULL_WINDOW_FRAMES)
+            looped = _looks_like_a_loop(raw, seconds)
         out = [_segment(s, time_offset, params.show_word_timestamps) for s in raw]
         out = [s for s in out if s.text]
+        for s in out:
+            s.possible_hallucination = s.possible_hallucination or looped
         code = language or info.language
         prob = language_prob if language_prob is not None else _prob(info.language_probability)
         for s in out:
