@@ -1,7 +1,8 @@
 """The local Baseten server speaks the protocol of doc §3/§4/§7, over real websockets.
 
 Every message is built and parsed with ``plugins.baseten_stt.protocol``; recognition is
-real pocketsphinx on espeak-ng speech (restricted to ``TEST_PHRASES``).
+real Whisper (tiny.en) over Silero VAD, on espeak-ng ``TEST_PHRASES`` (protocol mechanics),
+compared as words (``localdev.wer.normalise``: Whisper adds casing and punctuation).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 
 from localdev.baseten import FaultPlan, InjectedError, LocalBasetenServer
 from localdev.speech import silence, synthesize
+from localdev.wer import normalise
 from plugins.baseten_stt.protocol import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_INTERNAL_ERROR_REASON,
@@ -120,6 +122,15 @@ async def expect_close(ws: aiohttp.ClientWebSocketResponse) -> tuple[list[str], 
 
 def results(messages: Sequence[ServerMessage]) -> list[TranscriptionResult]:
     return [m for m in messages if isinstance(m, TranscriptionResult)]
+
+
+def heard(finals: Sequence[TranscriptionResult]) -> list[list[str]]:
+    """Each final's text as comparable words."""
+    return [normalise(f.text) for f in finals]
+
+
+def said(*phrases: str) -> list[list[str]]:
+    return [normalise(p) for p in phrases]
 
 
 # --------------------------------------------------------------------------- routes, auth
@@ -288,14 +299,14 @@ async def test_unsupported_encoding_fails_in_the_audio_path(
 async def test_two_utterances_partials_finals_and_stream_relative_times(
     http: aiohttp.ClientSession, srv: LocalBasetenServer
 ) -> None:
-    first_pcm = speech_with_silence("book a table for two", lead_s=0.3, tail_s=0.8)
-    second_pcm = speech_with_silence("what is the weather like today", lead_s=0.2, tail_s=0.8)
+    first_pcm = speech_with_silence(TEST_PHRASES[0], lead_s=0.3, tail_s=0.8)
+    second_pcm = speech_with_silence(TEST_PHRASES[1], lead_s=0.2, tail_s=0.8)
     ws = await open_stream(http, srv)
     await send_audio(ws, to_frames(np.concatenate([first_pcm, second_pcm])), pace_s=0.002)
     messages = await until_finished(ws)
     found = results(messages)
     finals = [r for r in found if r.is_final]
-    assert [f.text for f in finals] == ["book a table for two", "what is the weather like today"]
+    assert heard(finals) == said(TEST_PHRASES[0], TEST_PHRASES[1]), [f.text for f in finals]
     assert not any(f.is_end_of_audio_flush for f in finals)
     # Partials come before the final of their utterance and are non-final hypotheses.
     assert not found[0].is_final
@@ -307,25 +318,19 @@ async def test_two_utterances_partials_finals_and_stream_relative_times(
     assert {r.transcription_num for r in found[first_final + 1 : -1]} <= {1}
     # Stream-relative, monotonic word times; the second utterance starts after the first.
     words = [w for f in finals for s in f.segments for w in s.word_timestamps]
-    assert [w.word for w in words] == [
-        "book",
-        "a",
-        "table",
-        "for",
-        "two",
-        "what",
-        "is",
-        "the",
-        "weather",
-        "like",
-        "today",
-    ]
+    assert normalise(" ".join(w.word for w in words)) == normalise(
+        f"{TEST_PHRASES[0]} {TEST_PHRASES[1]}"
+    )
     starts = [w.start_time for w in words]
     assert starts == sorted(starts)
     assert all(w.start_time < w.end_time for w in words)
     first_len = len(first_pcm) / 16_000
-    assert 0.2 <= words[0].start_time < 0.8
-    assert first_len < finals[1].segments[0].start_time < first_len + 1.0
+    # Speech starts at 0.3 s. Whisper's word alignment may start a first word at the
+    # decoded audio's start (up to ~0.35 s of lead-in is decoded), so within 0.5 s.
+    assert abs(words[0].start_time - 0.3) < 0.5, words[0]
+    # The second phrase starts 0.2 s into the second half: stream time, not buffer time.
+    assert abs(finals[1].segments[0].start_time - (first_len + 0.2)) < 0.5
+    assert finals[1].segments[0].start_time >= finals[0].segments[-1].end_time
     assert finals[1].segments[0].end_time <= (len(first_pcm) + len(second_pcm)) / 16_000
     for f in finals:
         assert f.language_code == "en" and f.segments[0].language_code == "en"
@@ -338,9 +343,9 @@ async def test_word_timestamps_only_when_asked(
 ) -> None:
     first = StreamingWhisperInput(whisper_params=WhisperParams(show_word_timestamps=False))
     ws = await open_stream(http, srv, first)
-    await send_audio(ws, to_frames(speech_with_silence("hello how are you")))
+    await send_audio(ws, to_frames(speech_with_silence(TEST_PHRASES[2])))
     finals = [r for r in results(await until_finished(ws)) if r.is_final]
-    assert [f.text for f in finals] == ["hello how are you"]
+    assert heard(finals) == said(TEST_PHRASES[2]), finals
     assert finals[0].segments[0].word_timestamps == []
 
 
@@ -349,12 +354,12 @@ async def test_mulaw_8k_path(http: aiohttp.ClientSession, srv: LocalBasetenServe
         streaming_params=StreamingParams(encoding="pcm_mulaw", sample_rate=8000)
     )
     ws = await open_stream(http, srv, first)
-    pcm8k = speech_with_silence("cancel my order please", sample_rate=8000)
+    pcm8k = speech_with_silence(TEST_PHRASES[3], sample_rate=8000)
     frames = to_frames(pcm8k, Encoding.PCM_MULAW)
     assert {len(f) for f in frames} == {256}
     await send_audio(ws, frames)
     finals = [r for r in results(await until_finished(ws)) if r.is_final]
-    assert [f.text for f in finals] == ["cancel my order please"]
+    assert heard(finals) == said(TEST_PHRASES[3]), finals
     # Buffer duration in the declared rate's seconds: lead silence + speech + VAD hangover.
     assert finals[0].audio_length_sec is not None
     assert 1.0 < finals[0].audio_length_sec <= len(frames) * 256 / 8000
@@ -371,7 +376,7 @@ async def test_max_duration_cap_forces_a_final_and_drops_silence(
     await send_audio(ws, to_frames(silence(2.5)))
     await srv.wait_for(lambda s: s.buffers_dropped >= 2)
     # ~2.5 s of speech without a pause long enough for the VAD: cap finals.
-    await send_audio(ws, to_frames(synthesize("what is the weather like today")))
+    await send_audio(ws, to_frames(synthesize(TEST_PHRASES[1])))
     messages = await until_finished(ws)
     finals = [r for r in results(messages) if r.is_final]
     assert len(finals) >= 2
@@ -386,7 +391,7 @@ async def test_end_audio_flushes_in_speech_then_finished_and_no_self_close(
     ws = await open_stream(http, srv)
     # No trailing silence: the VAD is still in speech when end_audio arrives.
     await send_audio(
-        ws, to_frames(np.concatenate([silence(0.3), synthesize("turn on the lights")[:-4000]]))
+        ws, to_frames(np.concatenate([silence(0.3), synthesize(TEST_PHRASES[4])[:-4000]]))
     )
     messages = await until_finished(ws)
     # The ack is immediate (partials already queued may still precede it); the flush
@@ -396,7 +401,8 @@ async def test_end_audio_flushes_in_speech_then_finished_and_no_self_close(
     finals = [r for r in results(messages) if r.is_final]
     assert messages.index(ack) < messages.index(finals[0])
     assert len(finals) == 1 and finals[0].is_end_of_audio_flush is True
-    assert finals[0].text.startswith("turn on the")
+    # "turn on the lights" cut 0.25 s short: the words up to the cut are all there.
+    assert normalise(finals[0].text)[:3] == normalise(TEST_PHRASES[4])[:3], finals[0].text
     last = messages[-1]
     assert isinstance(last, EndAudioReply) and last.finished and last.trace_id is None
     # The server never closes by itself after finished...
@@ -467,9 +473,9 @@ async def test_unparsable_text_is_a_recoverable_stream_error(
     assert error.body.error_type == ErrorType.STREAM_ERROR and error.body.recoverable is True
     assert error.body.description.startswith("Failed to validate text message")
     # The stream goes on.
-    await send_audio(ws, to_frames(speech_with_silence("hello how are you")))
+    await send_audio(ws, to_frames(speech_with_silence(TEST_PHRASES[2])))
     finals = [r for r in results(await until_finished(ws)) if r.is_final]
-    assert [f.text for f in finals] == ["hello how are you"]
+    assert heard(finals) == said(TEST_PHRASES[2]), finals
 
 
 async def test_error_type_message_gets_the_unhandled_reply(
@@ -486,9 +492,7 @@ async def test_error_type_message_gets_the_unhandled_reply(
 async def test_fault_503_on_first_upgrades(
     http: aiohttp.ClientSession, baseten_server: BasetenServerFactory
 ) -> None:
-    srv = await baseten_server(
-        api_key=KEY, faults=FaultPlan(reject_upgrades_with_503=2)
-    )
+    srv = await baseten_server(api_key=KEY, faults=FaultPlan(reject_upgrades_with_503=2))
     for _ in range(2):
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
             await open_stream(http, srv)
@@ -515,9 +519,9 @@ async def test_fault_drop_aborts_tcp_without_close_frame(
     assert srv.stats.dropped_connections == 1
     # The budget was one connection: the next one works normally.
     ws = await open_stream(http, srv)
-    await send_audio(ws, to_frames(speech_with_silence("hello how are you")))
+    await send_audio(ws, to_frames(speech_with_silence(TEST_PHRASES[2])))
     finals = [r for r in results(await until_finished(ws)) if r.is_final]
-    assert [f.text for f in finals] == ["hello how are you"]
+    assert heard(finals) == said(TEST_PHRASES[2]), finals
     assert srv.stats.dropped_connections == 1
 
 
@@ -537,11 +541,11 @@ async def test_fault_stall_stops_answering_but_keeps_tcp_open(
 async def test_fault_inference_delay(http: aiohttp.ClientSession, srv: LocalBasetenServer) -> None:
     srv.faults = FaultPlan(inference_delay_s=0.7)
     ws = await open_stream(http, srv)
-    await send_audio(ws, to_frames(speech_with_silence("hello how are you")))
+    await send_audio(ws, to_frames(speech_with_silence(TEST_PHRASES[2])))
     loop = asyncio.get_running_loop()
     started = loop.time()
     finals = [r for r in results(await until_finished(ws)) if r.is_final]
-    assert [f.text for f in finals] == ["hello how are you"]
+    assert heard(finals) == said(TEST_PHRASES[2]), finals
     # Every transcription (partials too) waits 0.7 s first, in FIFO order.
     assert loop.time() - started >= 0.7
 
@@ -551,12 +555,12 @@ async def test_fault_recoverable_injected_error_keeps_the_stream(
 ) -> None:
     srv.faults = FaultPlan(inject_errors=[InjectedError(after_frames=2)])
     ws = await open_stream(http, srv)
-    await send_audio(ws, to_frames(speech_with_silence("hello how are you")))
+    await send_audio(ws, to_frames(speech_with_silence(TEST_PHRASES[2])))
     messages = await until_finished(ws)
     errors = [m for m in messages if isinstance(m, ErrorFrame)]
     assert len(errors) == 1 and errors[0].body.error_type == ErrorType.TRANSCRIPTION_ERROR
     assert errors[0].body.recoverable is True
-    assert [r.text for r in results(messages) if r.is_final] == ["hello how are you"]
+    assert heard([r for r in results(messages) if r.is_final]) == said(TEST_PHRASES[2])
 
 
 async def test_fault_fatal_injected_error_closes_1000(

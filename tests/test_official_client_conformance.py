@@ -23,6 +23,7 @@ from livekit.agents import APIConnectOptions, stt
 
 from localdev.baseten import FaultPlan, LocalBasetenServer
 from localdev.speech import silence, synthesize
+from localdev.wer import normalise
 from plugins.baseten_stt.protocol import ErrorType
 from tests.fixtures.baseten import (
     TEST_PHRASES,
@@ -114,16 +115,20 @@ def padded_to_frames(pcm: npt.NDArray[np.int16], *, remainder: int) -> npt.NDArr
 async def test_official_client_transcribes_espeak_speech(
     run_official: Any, srv: LocalBasetenServer
 ) -> None:
+    phrase = TEST_PHRASES[0]
     run = run_official()
-    await run.push_realtime(speech_with_silence("book a table for two", tail_s=1.0))
+    await run.push_realtime(speech_with_silence(phrase, tail_s=1.0))
     final = await run.wait_final()
-    assert final.alternatives[0].text == "book a table for two"
+    assert normalise(final.alternatives[0].text) == normalise(phrase)
     assert final.alternatives[0].language == "en"
     words = final.alternatives[0].words or []
-    assert [str(w) for w in words] == ["book", "a", "table", "for", "two"]
+    assert normalise(" ".join(str(w) for w in words)) == normalise(phrase)
     assert words[0].start_time < words[-1].end_time
     interims = run.of(stt.SpeechEventType.INTERIM_TRANSCRIPT)
-    assert interims and "book a table for two".startswith(interims[0].alternatives[0].text)
+    assert interims, run.events
+    # The first partial (after 1 s of speech) is the start of the phrase, heard so far.
+    partial = normalise(interims[0].alternatives[0].text)
+    assert partial and partial == normalise(phrase)[: len(partial)], partial
     # What it sent: Gen C first message with its own defaults (doc §8.10).
     first = srv.stats.last_first_message
     assert first is not None
@@ -138,7 +143,7 @@ async def test_official_client_transcribes_espeak_speech(
 async def test_defect_never_sends_end_audio(run_official: Any, srv: LocalBasetenServer) -> None:
     """§8.2: ``end_input()`` flushes audio but never sends ``{"type": "end_audio"}``."""
     run = run_official()
-    pcm = padded_to_frames(speech_with_silence("hello how are you", tail_s=1.0), remainder=0)
+    pcm = padded_to_frames(speech_with_silence(TEST_PHRASES[2], tail_s=1.0), remainder=0)
     await run.push_realtime(pcm)
     await run.wait_final()
     run.stream.end_input()
@@ -156,7 +161,7 @@ async def test_defect_unpadded_last_frame_is_fatal_and_loses_the_utterance(
     finalised: the client should pad and send ``end_audio`` (which would flush it).
     """
     run = run_official(conn_options=FAST_RETRY)
-    pcm = np.concatenate([silence(0.3), synthesize("turn on the lights")[:-3000]])
+    pcm = np.concatenate([silence(0.3), synthesize(TEST_PHRASES[4])[:-3000]])
     await run.push_realtime(padded_to_frames(pcm, remainder=100))
     run.stream.end_input()
     stats = await srv.wait_for(lambda s: s.bad_frames == 1 and s.streams_started == 2, within_s=10)
@@ -174,10 +179,10 @@ async def test_defect_stream_does_not_end_after_end_input(
 ) -> None:
     """§8.3: ``closing_ws`` is never set, so the stream outlives its input forever."""
     run = run_official()
-    pcm = padded_to_frames(speech_with_silence("cancel my order please", tail_s=1.0), remainder=0)
+    pcm = padded_to_frames(speech_with_silence(TEST_PHRASES[3], tail_s=1.0), remainder=0)
     await run.push_realtime(pcm)
     final = await run.wait_final()
-    assert final.alternatives[0].text == "cancel my order please"
+    assert normalise(final.alternatives[0].text) == normalise(TEST_PHRASES[3])
     run.stream.end_input()
     await asyncio.sleep(GENEROUS_WAIT_S)
     assert not run.task.done(), "the official stream ended by itself (defect fixed upstream?)"
@@ -191,7 +196,7 @@ async def test_defect_no_speech_events_and_no_usage(
 ) -> None:
     """§8.4: only INTERIM/FINAL transcripts; no START/END_OF_SPEECH, no RECOGNITION_USAGE."""
     run = run_official()
-    await run.push_realtime(speech_with_silence("what is the weather like today", tail_s=1.0))
+    await run.push_realtime(speech_with_silence(TEST_PHRASES[1], tail_s=1.0))
     await run.wait_final()
     await asyncio.sleep(0.5)
     kinds = {e.type for e in run.events}
@@ -225,9 +230,9 @@ async def test_defect_server_error_frames_are_ignored(
     run = run_official()
     errors: list[Any] = []
     run.client.on("error", errors.append)
-    await run.push_realtime(speech_with_silence("hello how are you", tail_s=1.0))
+    await run.push_realtime(speech_with_silence(TEST_PHRASES[2], tail_s=1.0))
     final = await run.wait_final()
     assert srv.stats.errors_injected == 1
-    assert final.alternatives[0].text == "hello how are you"
+    assert normalise(final.alternatives[0].text) == normalise(TEST_PHRASES[2])
     assert errors == []
     assert ErrorType.TRANSCRIPTION_ERROR.value not in str(run.events)

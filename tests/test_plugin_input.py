@@ -11,6 +11,7 @@ import pytest
 from livekit import rtc
 from livekit.agents import stt as lk_stt
 
+from localdev.wer import normalise
 from plugins.baseten_stt import STT
 from tests.fixtures.baseten import TEST_PHRASES
 from tests.fixtures.plugin import plugin_speech
@@ -50,7 +51,7 @@ async def test_stereo_frames_of_odd_sizes_with_flushes_arrive_as_exact_mono_fram
     await stream.aclose()
     await stt.aclose()
     finals = [e.alternatives[0].text for e in events if e.type == E.FINAL_TRANSCRIPT]
-    assert finals == [TEST_PHRASES[1]]
+    assert [normalise(f) for f in finals] == [normalise(TEST_PHRASES[1])], finals
     assert srv.stats.bad_frames == 0
     assert srv.stats.frames_received == math.ceil(len(pcm) / 512)
     usage = sum(e.recognition_usage.audio_duration for e in events if e.recognition_usage)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -77,12 +78,16 @@ class DecodePool:
             self._partials += 1
         else:
             raise PoolBusy
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
-        finally:
-            if not final:
-                self._partials -= 1
-            self._release()
+            job = self._executor.submit(fn)
+        except BaseException:
+            self._finished(final)
+            raise
+        # The slot is free when the thread is, not when the awaiting task is: a stream that
+        # ends mid-decode cancels its task while the decode runs on (it cannot be stopped).
+        job.add_done_callback(lambda _: _call_soon(loop, self._finished, final))
+        return await asyncio.wrap_future(job, loop=loop)
 
     async def on_every_thread(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` once on each pool thread at the same time (per-thread warm-up)."""
@@ -114,6 +119,11 @@ class DecodePool:
                 self._release()  # the thread was handed over just as we were cancelled
             raise
 
+    def _finished(self, final: bool) -> None:
+        if not final:
+            self._partials -= 1
+        self._release()
+
     def _release(self) -> None:
         while self._waiting:
             future = self._waiting.popleft()
@@ -125,3 +135,9 @@ class DecodePool:
     def shutdown(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[bool], None], arg: bool) -> None:
+    """``fn(arg)`` on ``loop`` from a pool thread (nothing to do once the loop is closed)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, arg)

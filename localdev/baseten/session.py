@@ -51,6 +51,7 @@ from plugins.baseten_stt.protocol import (
     ErrorType,
     HealthCheckBody,
     HealthCheckReply,
+    Segment,
     StreamingWhisperInput,
     TranscriptionResult,
 )
@@ -63,7 +64,9 @@ MAX_FINAL_DURATION_S = 30
 #: buffer holds all audio since the previous final (as on the real server): over WebRTC
 #: that can be many seconds of Opus near-silence, which costs Whisper nothing to skip but
 #: is where it hallucinates. 0.3 s keeps soft onsets a tight VAD start would clip (Silero
-#: fires a frame or two into a word). Word times are shifted back, so they stay exact.
+#: fires a frame or two into a word). Times are stream-relative, and no word is dated
+#: before the VAD's padded start of speech: Whisper puts the first word at the start of the
+#: audio it is given, i.e. exactly this lead too early (measured on espeak and human clips).
 LEAD_KEEP_S = 0.3
 
 
@@ -106,6 +109,8 @@ class _Job:
     time_offset: float
     #: The whole buffer's length, as the real server reports it.
     audio_length_sec: float
+    #: Stream time of the VAD's padded start of speech: no word starts before it.
+    speech_start_s: float
     transcription_num: int
     end_of_audio_flush: bool
     received_at: float
@@ -296,6 +301,7 @@ class StreamSession:
             audio=audio[cut:],
             time_offset=(self._consumed_samples + cut) / PCM_SAMPLE_RATE,
             audio_length_sec=round(self._buffer_bytes / self._bytes_per_second, 4),
+            speech_start_s=max(self._consumed_samples, self._vad.speech_start) / PCM_SAMPLE_RATE,
             transcription_num=self._transcription_num,
             end_of_audio_flush=flush,
             received_at=time.monotonic(),
@@ -327,7 +333,7 @@ class StreamSession:
                     self._stats.partials_dropped += 1
                     continue
                 result = TranscriptionResult(
-                    segments=recognition.segments,
+                    segments=_not_before(recognition.segments, job.speech_start_s),
                     language_code=recognition.language_code,
                     language_prob=recognition.language_prob,
                     audio_length_sec=job.audio_length_sec,
@@ -514,6 +520,18 @@ class StreamSession:
         self._changed()
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self._ws.close(code=code, message=message)
+
+
+def _not_before(segments: list[Segment], start_s: float) -> list[Segment]:
+    """Segments and words moved to start no earlier than ``start_s`` (see ``LEAD_KEEP_S``)."""
+    start_s = round(start_s, 3)
+    for segment in segments:
+        for word in segment.word_timestamps:
+            word.start_time = max(word.start_time, start_s)
+            word.end_time = max(word.end_time, word.start_time)
+        segment.start_time = max(segment.start_time, start_s)
+        segment.end_time = max(segment.end_time, segment.start_time)
+    return segments
 
 
 def _stream_id(requested: str | None) -> str:

@@ -23,6 +23,16 @@ test) is redone with the full 30 s window; a partial that does is only flagged
 of CPU, and the stream's final waited behind it (``bench.whisper_bench``: a 1.35 s partial
 cut mid-word, "Ever T... Ever T...", took 1.2-2.4 s with the redo).
 
+**Later passes.** When Whisper's last timestamp falls before the end of the audio,
+faster-whisper seeks there and runs the encoder again on the rest. After a final that rest
+is the trailing silence the VAD waited for: the pass cost a second encoder run (a 7.8 s
+utterance took longer than a 10 s one) and once decoded the silence as "This is the first
+one." So a later pass runs only if Silero finds at least ``MIN_SPEECH_LEFT_FRAMES`` of
+speech in what is left, a partial (a preview) never gets one, and what a later pass decodes
+is kept only if Whisper was confident (average log-probability >= -1): the end of a word
+Whisper's timestamp cut short once passed the speech check and decoded as the same
+invented sentence (log-probability -1.57).
+
 Decoding is greedy or beam search (the client's ``beam_width``) at temperature 0: Whisper's
 sampling fallback at higher temperatures is not reproduced, because it makes results
 random and multiplies the CPU cost of exactly the hard utterances.
@@ -35,6 +45,7 @@ rule (no-speech probability > 0.6 *and* average log-probability < -1) drops segm
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -45,10 +56,12 @@ import numpy as np
 import numpy.typing as npt
 
 from localdev.baseten.engine import Recognition
+from localdev.baseten.vad import SileroProbability
 from plugins.baseten_stt.protocol import PCM_SAMPLE_RATE, Segment, WhisperParams, Word
 
-#: Files every CTranslate2 Whisper folder has (``tokenizer.json`` or ``vocabulary.*`` too).
-REQUIRED_MODEL_FILES = ("model.bin", "config.json")
+#: Files a CTranslate2 Whisper folder must have here. Without ``tokenizer.json``
+#: faster-whisper would fetch a tokenizer from the hub, which is never possible offline.
+REQUIRED_MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
 #: int8 weights: ~4x smaller and faster than float32 on CPU, no accuracy loss that matters
 #: for tiny.en on clean speech (the issue's trial: word-exact on the Beckett clip).
 COMPUTE_TYPE = "int8"
@@ -73,6 +86,13 @@ MIN_WINDOW_S = 5
 #: Whisper's full window, in mel frames (100 per second).
 FULL_WINDOW_FRAMES = 3000
 MEL_FRAMES_PER_S = 100
+#: Audio samples per mel frame (16 kHz / 100).
+HOP_SAMPLES = PCM_SAMPLE_RATE // MEL_FRAMES_PER_S
+#: What counts as speech left for a later pass: Silero's default threshold on 32 ms frames.
+SPEECH_PROBABILITY = 0.5
+VAD_FRAME = 512
+#: 4 frames = 128 ms: less than any word, more than the tail of one.
+MIN_SPEECH_LEFT_FRAMES = 4
 #: Fast speech is ~4 words/s; more than this per second of audio is a decoding loop.
 MAX_WORDS_PER_S = 5.0
 #: Token budget per second of audio (~1.3 tokens per word plus punctuation, at the word
@@ -145,7 +165,22 @@ def _windowed_model_class() -> type[Any]:
             frames = getattr(self.window, "frames", FULL_WINDOW_FRAMES)
             if features.ndim == 2:
                 features = features[None]
+            self._check_later_pass(features)
             return super().encode(np.ascontiguousarray(features[..., :frames]))
+
+        def _check_later_pass(self, features: Any) -> None:
+            """Stop before a second encoder pass over audio with no speech left in it."""
+            state = self.window
+            state.passes = getattr(state, "passes", 0) + 1
+            audio = getattr(state, "audio", None)
+            if state.passes == 1 or audio is None:
+                return
+            if not getattr(state, "later_passes", True):
+                raise _NothingLeft
+            # this pass's audio: its non-padding mel frames (160 samples each) at the end
+            content = int(np.count_nonzero(np.any(features[0] != 0, axis=0)))
+            if not _has_speech(audio[len(audio) - content * HOP_SAMPLES :]):
+                raise _NothingLeft
 
     return WindowedWhisperModel
 
@@ -183,7 +218,7 @@ class WhisperEngine:
         except ImportError as exc:  # pragma: no cover - dev group not installed
             raise ModelLoadError("faster-whisper is not installed (uv sync)") from exc
         except Exception as exc:
-            raise ModelLoadError(f"Whisper model in {path} does not load: {exc}") from exc
+            raise ModelLoadError(f"Whisper model folder {path} does not load: {exc}") from exc
         self.model_dir = path
         self.multilingual = bool(self._model.model.is_multilingual)
 
@@ -209,7 +244,9 @@ class WhisperEngine:
         audio = pcm16_16k.astype(np.float32) / 32768.0
         seconds = len(audio) / PCM_SAMPLE_RATE
         language, language_prob = self._language(audio, params)
-        raw, info = self._decode(audio, language, params, frames=window_frames(seconds))
+        raw, info = self._decode(
+            audio, language, params, frames=window_frames(seconds), final=final
+        )
         looped = _looks_like_a_loop(raw, seconds)
         if looped and final and window_frames(seconds) < FULL_WINDOW_FRAMES:
             raw, info = self._decode(audio, language, params, frames=FULL_WINDOW_FRAMES)
@@ -225,12 +262,20 @@ class WhisperEngine:
         return Recognition(segments=out, language_code=code, language_prob=prob)
 
     def _decode(
-        self, audio: npt.NDArray[np.float32], language: str, params: WhisperParams, *, frames: int
+        self,
+        audio: npt.NDArray[np.float32],
+        language: str,
+        params: WhisperParams,
+        *,
+        frames: int,
+        final: bool = True,
     ) -> tuple[list[Any], Any]:
         sampling = params.whisper_sampling_params
         seconds = len(audio) / PCM_SAMPLE_RATE
         budget = min(sampling.max_new_tokens, MIN_TOKENS + int(TOKENS_PER_S * seconds), 440)
-        self._model.window.frames = frames
+        window = self._model.window
+        window.frames, window.passes, window.audio = frames, 0, audio
+        window.later_passes = final
         try:
             segments, info = self._model.transcribe(
                 audio,
@@ -252,9 +297,13 @@ class WhisperEngine:
                 max_new_tokens=max(1, budget),
                 vad_filter=False,  # the server's Silero VAD already cut the utterance
             )
-            return list(segments), info
+            out: list[Any] = []
+            with contextlib.suppress(_NothingLeft):
+                out.extend(segments)  # lazily: each pass runs as its segments are taken
+            # a later pass (seek > 0) decoded a remainder: kept only when Whisper is confident
+            return [s for s in out if s.seek == 0 or s.avg_logprob >= LOG_PROB_THRESHOLD], info
         finally:
-            self._model.window.frames = FULL_WINDOW_FRAMES
+            window.frames, window.audio = FULL_WINDOW_FRAMES, None
 
     def _language(
         self, audio: npt.NDArray[np.float32], params: WhisperParams
@@ -273,6 +322,22 @@ class WhisperEngine:
             if not options or code in options:
                 return code, _prob(prob)
         return ranked[0][0], _prob(ranked[0][1])
+
+
+class _NothingLeft(Exception):
+    """Raised inside faster-whisper's segment generator to end it before a needless pass."""
+
+
+def _has_speech(audio: npt.NDArray[np.float32]) -> bool:
+    """Whether Silero hears speech in any 32 ms frame of ``audio``."""
+    probability = SileroProbability()
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+    frames = len(pcm) // VAD_FRAME
+    speech = sum(
+        probability(pcm[i * VAD_FRAME : (i + 1) * VAD_FRAME]) >= SPEECH_PROBABILITY
+        for i in range(frames)
+    )
+    return speech >= MIN_SPEECH_LEFT_FRAMES
 
 
 def _looks_like_a_loop(segments: list[Any], seconds: float) -> bool:
