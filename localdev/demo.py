@@ -585,7 +585,11 @@ class DemoServices:
 
 @contextlib.asynccontextmanager
 async def demo_services(
-    plan: ServicePlan, *, livekit: bool, baseten_send_log: Path | None = None
+    plan: ServicePlan,
+    *,
+    livekit: bool,
+    baseten_send_log: Path | None = None,
+    baseten_args: tuple[str, ...] = (),
 ) -> AsyncIterator[DemoServices]:
     """A ``LocalStack`` with LiveKit (optional) and a stand-in for each service without a
     key. The Baseten stand-in runs as its own process (``BasetenServerProcess``); with
@@ -599,6 +603,7 @@ async def demo_services(
         cartesia="cartesia" in plan.local,
         agent_name=DEMO_AGENT_NAME if livekit else None,
         baseten_send_log=baseten_send_log,
+        baseten_args=baseten_args,
     ) as stack:
         yield DemoServices(stack, dict(stack.env))
 

