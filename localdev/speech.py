@@ -17,6 +17,11 @@ import numpy.typing as npt
 
 ESPEAK = "espeak-ng"
 SOX = "sox"
+#: sox dithers whenever it resamples to 16 bits, with a fresh random seed per run: the
+#: same phrase came out different at the LSB level every time, and Whisper tiny.en heard
+#: "hello how are you" as "Hello, how are you?" in one run and "Hello Hello" in the next.
+#: No dither (``-D``) and repeatable randomness (``-R``) make every conversion bit-exact.
+DETERMINISTIC = ("-D", "-R")
 
 
 class SpeechToolMissing(RuntimeError):
@@ -46,6 +51,7 @@ def _synthesize_cached(text: str, sample_rate: int, words_per_minute: int, voice
         subprocess.run(
             [
                 SOX,
+                *DETERMINISTIC,
                 str(raw_wav),
                 "-r",
                 str(sample_rate),
@@ -99,7 +105,7 @@ def load_audio(
     trim = ["trim", f"{start_s}"] + ([f"={end_s}"] if end_s is not None else [])
     raw_out = ["-t", "raw", "-r", str(sample_rate), "-c", "1", "-b", "16", "-e", "signed", "-L"]
     done = subprocess.run(
-        [SOX, "-V1", str(source), *raw_out, "-", *trim],
+        [SOX, "-V1", *DETERMINISTIC, str(source), *raw_out, "-", *trim],
         capture_output=True,
     )
     if done.returncode != 0:
