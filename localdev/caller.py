@@ -691,6 +691,10 @@ class Caller:
             role="agent", contains=contains, final=final, timeout=timeout
         )
 
+    def agent_speech(self, *, after: float = 0.0) -> list[SpeechSpan]:
+        """Every stretch of agent speech (by RMS) that began arriving at or after ``after``."""
+        return [s for a in self._audio_from(None, True) for s in a.speech_spans(after=after)]
+
     def _audio_from(self, identity: str | None, agent: bool) -> list[RemoteAudio]:
         out = []
         for ident, audio in self.audio.items():
