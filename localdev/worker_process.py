@@ -88,7 +88,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Child-side: SIGTERM (a drain) when the parent dies, so a killed test run cleans up."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -242,7 +242,7 @@ class WorkerProcess:
                 # Own process group: teardown can kill the forkserver and job processes too,
                 # and a Ctrl-C at the test runner does not start a drain behind our back.
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # only calls prctl: fork-safe
+                preexec_fn=die_with_parent,  # only calls prctl: fork-safe
             )
         self.started_at = time.time()
 

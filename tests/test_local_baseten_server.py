@@ -11,7 +11,7 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +56,6 @@ FIRST = StreamingWhisperInput(
     whisper_params=WhisperParams(show_word_timestamps=True),
     streaming_params=StreamingParams(enable_partial_transcripts=True),
 )
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from localdev.baseten.__main__ import API_KEY_VARIABLE, LISTENING
 from localdev.baseten.faults import FaultPlan
 from localdev.baseten.server import STATS_ROUTE
 from localdev.service import AsyncService
+from localdev.worker_process import die_with_parent
 
 REPO: Final = Path(__file__).resolve().parents[2]
 #: Interpreter start, imports, the Whisper model load (~1-2 s) and warm-up decodes. 90 s
@@ -164,6 +165,7 @@ class BasetenServerProcess(AsyncService):
             stdout=asyncio.subprocess.DEVNULL,
             stderr=self._stderr_file,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, not it
+            preexec_fn=die_with_parent,  # a killed test run leaves no stand-in behind
         )
         self._http = aiohttp.ClientSession()
         try:
