@@ -57,6 +57,9 @@ class STTOptions:
     cold_start_timeout_s: float = 360.0
     # After end_audio: queued inference plus the flush final; seconds, not minutes.
     finish_timeout_s: float = 10.0
+    # LiveKit's flush (its VAD / turn detector heard the end) sends the server's remaining
+    # silence at once instead of waiting it out in real time (stream.flush).
+    manual_flush: bool = True
 
     @property
     def sample_rate(self) -> int:

@@ -26,7 +26,9 @@ class STTStats:
     empty_finals: int = 0
     duplicate_finals_dropped: int = 0
     frames_sent: int = 0  # binary audio frames sent (including replays)
-    audio_seconds: float = 0.0  # input audio the streams consumed (no replays)
+    audio_seconds: float = 0.0  # audio the streams sent (no replays; flush silence included)
+    flushes: int = 0  # manual flushes that sent the end-of-utterance silence at once
+    injected_silence_s: float = 0.0  # seconds of silence those flushes sent
     last_rtt_s: float | None = None  # newest health_check round trip
 
 

@@ -70,6 +70,10 @@ SEND_FAILURE_GRACE_S = 1.0
 #: A final whose speech ends within this of the previous final's end repeats it
 #: (possible only after a replay that started early); one frame's worth.
 DUPLICATE_TOLERANCE_S = 0.032
+#: Frames of silence sent on a flush beyond the server's min silence + speech pad: the
+#: server's VAD decides per 32 ms window, so one more window guarantees it has counted the
+#: full silence whatever the phase of its windows.
+FLUSH_MARGIN_FRAMES = 1
 
 
 class _ConnectionLost(Exception):
@@ -149,6 +153,10 @@ class SpeechStream(stt.RecognizeStream):
         )
         self._overflow_reported = 0
         self._wall = WallClockMap()
+        # manual_flush: where the last injected silence ended (wire samples), and every
+        # injection as (wire end, seconds) so results map back onto the user's timeline
+        self._flushed_at_samples = 0
+        self._injections: list[tuple[float, float]] = []
         self._finalised_until = 0.0
         self._last_final_end = -math.inf
         self._speaking = False
@@ -229,8 +237,16 @@ class SpeechStream(stt.RecognizeStream):
                 waiter.set_result(None)
 
     def flush(self) -> None:
-        # Baseten has no mid-stream finalize (the server's VAD decides); a flush only
-        # drains the resampler, as the base class does.
+        """Drain the resampler and, with ``manual_flush``, end the open utterance now.
+
+        Baseten's protocol has no finalize message: its server VAD ends an utterance after
+        ``vad_min_silence_duration_ms`` of silence, counted in *audio* time. LiveKit flushes
+        when its own VAD or turn detector has already heard the user stop, so instead of
+        letting the server wait that silence out in real time we send it at once (zeros,
+        faster than real time) and the final comes back after inference alone. The
+        injected audio is on the wire timeline only: results are placed on the user's
+        timeline (``_user_shift``), so word times and latencies stay exact.
+        """
         self._check_input_not_ended()
         self._check_not_closed()
         if self._resampler is not None:
@@ -239,6 +255,45 @@ class SpeechStream(stt.RecognizeStream):
                 self._pushed_samples += out.samples_per_channel
             if self._pushed_samples >= self._next_wall_mark:
                 self._on_frames_completed()
+        if self._opts.manual_flush:
+            self._inject_end_of_utterance_silence()
+
+    def _inject_end_of_utterance_silence(self) -> None:
+        # Nothing new since the last flush: the server already has its silence.
+        if self._pushed_samples <= self._flushed_at_samples:
+            return
+        n = self._frame_samples
+        tail = (-self._pushed_samples) % n  # pad the partial frame of real audio first
+        silence_s = (self._opts.vad_min_silence_duration_ms + self._opts.vad_speech_pad_ms) / 1000
+        frames = math.ceil(silence_s * self._rate / n) + FLUSH_MARGIN_FRAMES
+        added = tail + frames * n
+        wire_s = self._pushed_samples / self._rate
+        self._pending += bytes(2 * added)
+        self._pushed_samples += added
+        self._flushed_at_samples = self._pushed_samples
+        # The injected stretch takes no wall time: its audio maps to "now".
+        self._wall.record(wire_s, time.time())
+        self._injections.append((self._pushed_samples / self._rate, added / self._rate))
+        self._owner.stats.flushes += 1
+        self._owner.stats.injected_silence_s += added / self._rate
+        self._on_frames_completed()
+
+    def _injected_before_user_time(self, user_s: float) -> float:
+        shift = 0.0
+        for end, d in self._injections:
+            if end - shift - d <= user_s + 1e-9:  # injection began at or before user_s
+                shift += d
+        return shift
+
+    def _user_shift(self, wire_s: float) -> float:
+        """Seconds of injected silence before wire time ``wire_s`` (results after an
+        injection are moved back by it, onto the user's own timeline)."""
+        return sum(d for end, d in self._injections if end <= wire_s + 1e-9)
+
+    @property
+    def input_ended(self) -> bool:
+        """No more audio can be pushed (input ended or the stream closed)."""
+        return self._input_ch.closed or self._event_ch.closed
 
     def end_input(self) -> None:
         super().end_input()  # flush() above, then close the input channel
@@ -719,9 +774,13 @@ class SpeechStream(stt.RecognizeStream):
         self._wall.forget_before(self._finalised_until - 1.0)
 
     def _speech_data(self, conn: _Conn, result: TranscriptionResult, text: str) -> stt.SpeechData:
+        # An utterance never spans an injection (the injection ends it), so one shift,
+        # taken at its start, holds for all of its words.
+        start = result.segments[0].start_time if result.segments else 0.0
+        shift = self._user_shift(conn.base_s + start) if self._injections else 0.0
         return to_speech_data(
             result,
-            base_s=conn.base_s,
+            base_s=conn.base_s - shift,
             offset_s=self.start_time_offset,
             fallback_language=self._opts.language,
             text=text,
@@ -731,7 +790,9 @@ class SpeechStream(stt.RecognizeStream):
         if self._speaking:
             return
         self._speaking = True
-        start_wall = self._wall.wall_time_at(max(0.0, data.start_time - self.start_time_offset))
+        user_s = max(0.0, data.start_time - self.start_time_offset)
+        wire_s = user_s + self._injected_before_user_time(user_s)
+        start_wall = self._wall.wall_time_at(wire_s)
         self._event_ch.send_nowait(
             stt.SpeechEvent(
                 type=stt.SpeechEventType.START_OF_SPEECH,

@@ -61,6 +61,7 @@ class STT(stt.STT[EventTypes]):
         stall_timeout_s: float = 15.0,
         cold_start_timeout_s: float = 360.0,
         finish_timeout_s: float = 10.0,
+        manual_flush: bool = True,
         http_session: aiohttp.ClientSession | None = None,
     ) -> None:
         """Create a Baseten streaming STT (a drop-in for ``livekit.plugins.baseten.STT``).
@@ -96,6 +97,11 @@ class STT(stt.STT[EventTypes]):
             cold_start_timeout_s: total time to keep retrying 5xx/429 upgrades with
                 jittered backoff (scale-to-zero boots take minutes).
             finish_timeout_s: wait for ``finished`` after ``end_audio``.
+            manual_flush: declare LiveKit's ``manual_flush`` capability. LiveKit then
+                flushes the stream when its VAD or turn detector hears the user stop, and
+                the flush sends the server VAD's remaining silence at once, so the final
+                arrives after inference instead of after ``vad_min_silence_duration_ms``
+                of real time. Off: only the server's own silence ends an utterance.
             http_session: aiohttp session to use; default: the job's shared session, or
                 one owned (and closed) by this STT outside a job.
 
@@ -171,6 +177,7 @@ class STT(stt.STT[EventTypes]):
             stall_timeout_s=stall_timeout_s,
             cold_start_timeout_s=cold_start_timeout_s,
             finish_timeout_s=finish_timeout_s,
+            manual_flush=manual_flush,
         )
         self._opts.validate()
         super().__init__(
@@ -179,6 +186,7 @@ class STT(stt.STT[EventTypes]):
                 interim_results=enable_partial_transcripts,
                 aligned_transcript="word" if show_word_timestamps else "chunk",
                 offline_recognize=True,
+                manual_flush=manual_flush,
             )
         )
         self._api_key = api_key
@@ -279,6 +287,19 @@ class STT(stt.STT[EventTypes]):
         self._opts = self._opts.replace(**changes)
         for stream in list(self._streams):
             stream.update_options(stream._opts.replace(**changes))
+
+    def flush_streams(self) -> int:
+        """Flush every live stream now (``SpeechStream.flush``): with ``manual_flush`` the
+        server's remaining VAD silence is sent at once, so each open utterance gets its
+        final after inference alone. For a turn detector that has heard the user stop
+        before LiveKit's own flush would come. Returns how many streams were flushed."""
+        flushed = 0
+        for stream in list(self._streams):
+            if stream.input_ended:
+                continue
+            stream.flush()
+            flushed += 1
+        return flushed
 
     async def _recognize_impl(
         self,
