@@ -37,6 +37,19 @@ DEFAULT_CARTESIA_VOICE = "f786b574-daa5-4673-aa0c-cbe3e8534c02"  # "Katie - Frie
 DEFAULT_VAD_THRESHOLD = 0.5
 DEFAULT_VAD_MIN_SILENCE_MS = 300
 DEFAULT_VAD_SPEECH_PAD_MS = 30
+
+#: Turn detection: ``signals`` is ours (agent/turn_policy.py), the rest are LiveKit's modes.
+TURN_DETECTION_MODES = ("signals", "model", "vad", "stt")
+DEFAULT_TURN_DETECTION = "signals"
+#: Off, as LiveKit ships it; bench/turn_bench.py decides (README, "Turn-taking").
+DEFAULT_PREEMPTIVE_TTS = False
+#: livekit-plugins-silero's default min_silence_duration (0.55 s).
+SILERO_MIN_SILENCE_MS = 550
+#: With ``signals`` the worker's VAD only has to say "silence began" (the policy decides
+#: how long to wait), so it reports end of speech early; LiveKit's streaming turn detector
+#: refuses anything below its 200 ms prediction point + 50 ms (audio_recognition.py).
+DEFAULT_SIGNALS_VAD_MIN_SILENCE_MS = 300
+MIN_TURN_DETECTOR_VAD_SILENCE_MS = 250
 #: LiveKit's ``DRAIN_TIMEOUT`` (worker.py): how long SIGTERM waits for live calls.
 DEFAULT_DRAIN_TIMEOUT_S = 3600
 
@@ -114,6 +127,8 @@ class BasetenSettings:
     vad_min_silence_ms: int
     vad_speech_pad_ms: int
     partial_transcripts: bool
+    #: LiveKit's flush sends the server's remaining VAD silence at once (plugin manual_flush)
+    manual_flush: bool
     allow_insecure: bool
 
 
@@ -151,11 +166,15 @@ class AgentSettings:
     instructions_source: str
     greeting: str | None
     preemptive_generation: bool
+    #: also synthesise the reply before the turn is committed (LiveKit defaults it off)
+    preemptive_tts: bool
     #: None = LiveKit's default for the chosen detector (0.3/2.5 s with the local turn
     #: model, 0.5/3.0 s with VAD/STT endpointing; livekit/agents/voice/turn.py)
     min_endpointing_delay: float | None
     max_endpointing_delay: float | None
-    turn_detection: Literal["model", "vad", "stt"]
+    turn_detection: Literal["signals", "model", "vad", "stt"]
+    #: the worker's Silero VAD: silence before it reports end of speech (seconds)
+    vad_min_silence_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +400,7 @@ def load_settings(
             "whole milliseconds between 0 and 5000",
         ),
         partial_transcripts=r.boolean("BASETEN_PARTIAL_TRANSCRIPTS", True),
+        manual_flush=r.boolean("BASETEN_MANUAL_FLUSH", True),
         allow_insecure=allow_insecure,
     )
 
@@ -468,9 +488,20 @@ def load_settings(
         )
     turn_detection = r.parse(
         "TURN_DETECTION",
-        "model",
-        lambda s: s.lower() if s.lower() in {"model", "vad", "stt"} else _bad(s),
-        "one of model, vad, stt",
+        DEFAULT_TURN_DETECTION,
+        lambda s: s.lower() if s.lower() in TURN_DETECTION_MODES else _bad(s),
+        "one of " + ", ".join(TURN_DETECTION_MODES),
+    )
+    streaming_detector = turn_detection in {"signals", "model"}
+    vad_min_silence_ms = r.parse(
+        "VAD_MIN_SILENCE_MS",
+        DEFAULT_SIGNALS_VAD_MIN_SILENCE_MS
+        if turn_detection == "signals"
+        else SILERO_MIN_SILENCE_MS,
+        _positive_int(MIN_TURN_DETECTOR_VAD_SILENCE_MS if streaming_detector else 1, 5000),
+        f"whole milliseconds between {MIN_TURN_DETECTOR_VAD_SILENCE_MS} and 5000"
+        if streaming_detector
+        else "whole milliseconds between 1 and 5000",
     )
     greeting = r.raw("AGENT_GREETING")
     if greeting is not None and not greeting.isprintable():
@@ -481,9 +512,11 @@ def load_settings(
         instructions_source=instructions_source,
         greeting=greeting,
         preemptive_generation=r.boolean("PREEMPTIVE_GENERATION", True),
+        preemptive_tts=r.boolean("PREEMPTIVE_TTS", DEFAULT_PREEMPTIVE_TTS),
         min_endpointing_delay=min_delay,
         max_endpointing_delay=max_delay,
         turn_detection=turn_detection,  # type: ignore[arg-type]
+        vad_min_silence_s=(vad_min_silence_ms or SILERO_MIN_SILENCE_MS) / 1000,
     )
 
     # Observability ------------------------------------------------------------------

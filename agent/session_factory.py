@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from livekit.agents import AgentSession, TurnHandlingOptions, inference
+from livekit.agents import AgentSession, TurnHandlingOptions
 from livekit.agents import vad as lk_vad
 from livekit.agents.voice.turn import TurnDetectionMode
 from livekit.plugins import cartesia, openai
@@ -18,6 +18,7 @@ from livekit.plugins import cartesia, openai
 from agent.assistant import Assistant
 from agent.config import Settings
 from agent.logs import get_logger
+from agent.turn_policy import SignalTurnDetector
 from plugins.baseten_stt import STT
 
 log = get_logger("agent.session")
@@ -56,12 +57,14 @@ def local_turn_detector_available() -> bool:
 
 
 def build_turn_detection(
-    settings: Settings, *, local_model_available: bool | None = None
+    settings: Settings, stt: STT, *, local_model_available: bool | None = None
 ) -> TurnDetectionMode:
-    """``TURN_DETECTION=model`` -> LiveKit's local turn detector, falling back to VAD
-    endpointing (with a warning) where the model cannot load."""
+    """``TURN_DETECTION=signals`` -> our policy (LiveKit's local model + Baseten's final and
+    its punctuation, ``agent/turn_policy.py``); ``model`` -> LiveKit's local model alone
+    (wrapped only to log its probabilities); both fall back to VAD endpointing (with a
+    warning) where the model cannot load. ``vad``/``stt`` are LiveKit's modes as is."""
     mode = settings.agent.turn_detection
-    if mode != "model":
+    if mode == "vad" or mode == "stt":
         return mode
     if local_model_available is None:
         local_model_available = local_turn_detector_available()
@@ -71,7 +74,12 @@ def build_turn_detection(
             turn_detection="vad",
         )
         return "vad"
-    return inference.TurnDetector(version=LOCAL_TURN_DETECTOR_VERSION)
+    return SignalTurnDetector(
+        stt=stt,
+        version=LOCAL_TURN_DETECTOR_VERSION,
+        use_transcript=mode == "signals",
+        flush_on_prediction=settings.baseten.manual_flush,
+    )
 
 
 def build_turn_handling(
@@ -88,7 +96,10 @@ def build_turn_handling(
     return TurnHandlingOptions(
         turn_detection=turn_detection,
         endpointing=endpointing,  # type: ignore[typeddict-item]
-        preemptive_generation={"enabled": a.preemptive_generation},
+        preemptive_generation={
+            "enabled": a.preemptive_generation,
+            "preemptive_tts": a.preemptive_tts,
+        },
     )
 
 
@@ -102,6 +113,7 @@ def build_stt(settings: Settings) -> STT:
         vad_min_silence_duration_ms=b.vad_min_silence_ms,
         vad_speech_pad_ms=b.vad_speech_pad_ms,
         enable_partial_transcripts=b.partial_transcripts,
+        manual_flush=b.manual_flush,
         allow_insecure=b.allow_insecure,
     )
 
@@ -136,11 +148,11 @@ def build_session(
 ) -> SessionParts:
     """Assemble STT (Baseten) -> LLM (OpenAI-compatible) -> TTS (Cartesia) with the
     prewarmed ``vad`` and the configured turn handling. Opens no connection."""
+    stt, llm, tts = build_stt(settings), build_llm(settings), build_tts(settings)
     turn_detection = build_turn_detection(
-        settings, local_model_available=local_turn_model_available
+        settings, stt, local_model_available=local_turn_model_available
     )
     turn_handling = build_turn_handling(settings, turn_detection)
-    stt, llm, tts = build_stt(settings), build_llm(settings), build_tts(settings)
     session: AgentSession[Any] = AgentSession(
         stt=stt, llm=llm, tts=tts, vad=vad, turn_handling=turn_handling
     )

@@ -69,6 +69,13 @@ _REPLY_METRIC_KEYS: Final = {
 
 SUMMARY_PERCENTILES: Final = (50, 95)
 
+#: LiveKit commits a turn right after the detector's verdict (same event-loop turn, or its
+#: min_delay later); 50 ms absorbs scheduling on a busy loop.
+DECISION_MATCH_S: Final = 0.05
+
+#: ``turn_ended_by`` for LiveKit's own modes: the rule that commits their turns.
+MODE_TURN_ENDS: Final = {"vad": "vad_silence", "stt": "baseten_end_of_speech"}
+
 
 # --------------------------------------------------------------------------------------------
 # Pure logic: value checks, event construction, pairing, percentiles
@@ -95,6 +102,16 @@ def clean_latency(seconds: Any) -> tuple[float | None, str | None]:
     return round(seconds * 1000.0, 1), None
 
 
+@dataclass(frozen=True)
+class TurnEnd:
+    """What ended a user turn: the turn policy's verdict, or the LiveKit mode's own rule."""
+
+    ended_by: str
+    eou_probability: float | None = None
+    wait_s: float | None = None  # silence held before the verdict
+    decided_at: float = 0.0  # wall clock
+
+
 @dataclass
 class UserTurn:
     """A committed user turn waiting for the reply that answers it."""
@@ -105,6 +122,7 @@ class UserTurn:
     metrics: Mapping[str, Any]
     finals: list[TranscriptFinal] = field(default_factory=list)
     stt_reconnects: int | None = None
+    end: TurnEnd | None = None
 
     @property
     def stopped_speaking_at(self) -> float | None:
@@ -169,6 +187,17 @@ def build_turn_event(
         elif problem == "implausible":
             implausible.append(key)
 
+    # which signal ended the turn, the audio model's probability then, the silence held
+    event["turn_ended_by"] = turn.end.ended_by if turn.end is not None else None
+    event["eou_probability"] = (
+        round(turn.end.eou_probability, 3)
+        if turn.end is not None and turn.end.eou_probability is not None
+        else None
+    )
+    wait = turn.end.wait_s if turn.end is not None else None
+    event["turn_wait_ms"] = (
+        round(wait * 1000.0, 1) if wait is not None else event.get("end_of_turn_delay_ms")
+    )
     event["stt_reconnects"] = turn.stt_reconnects
     if turn.stt_reconnects is None:
         missing.append("stt_reconnects")
@@ -232,9 +261,14 @@ class TurnPairer:
         job_id: str | None = None,
         log_transcripts: bool = False,
         reconnects_total: Callable[[], int | None] = lambda: None,
+        default_end: str | None = None,
     ) -> None:
         """``reconnects_total`` returns the STT's cumulative reconnect count (None if
-        unknown); a turn's ``stt_reconnects`` is its growth since the previous turn."""
+        unknown); a turn's ``stt_reconnects`` is its growth since the previous turn.
+        ``default_end`` names what ends a turn when no verdict is reported (the LiveKit
+        mode's own rule, e.g. ``vad_silence``)."""
+        self._default_end = default_end
+        self._decisions: list[TurnEnd] = []
         self._on_turn = on_turn
         self._room = room
         self._job_id = job_id
@@ -250,6 +284,11 @@ class TurnPairer:
     def add_transcript_final(self, final: TranscriptFinal) -> None:
         self._unassigned_finals.append(final)
 
+    def add_turn_end(self, end: TurnEnd) -> None:
+        """A turn detector's verdict at a pause; the turn committed next takes the newest."""
+        self._decisions.append(end)
+        del self._decisions[:-16]
+
     def add_user_message(
         self, *, item_id: str, text: str, metrics: Mapping[str, Any], created_at: float
     ) -> None:
@@ -264,6 +303,21 @@ class TurnPairer:
             reconnects = max(total - (self._reconnects_at_boundary or 0), 0)
             self._reconnects_at_boundary = total
 
+        # The verdict that ended this turn came just before LiveKit committed it
+        # (end of speech + end_of_turn_delay); the message itself may be older (a
+        # preemptive generation creates it at the final).
+        stopped, delay = metrics.get("stopped_speaking_at"), metrics.get("end_of_turn_delay")
+        committed = (
+            float(stopped) + float(delay) + DECISION_MATCH_S
+            if isinstance(stopped, int | float) and isinstance(delay, int | float)
+            else created_at
+        )
+        decided = [d for d in self._decisions if d.decided_at <= committed]
+        self._decisions = [d for d in self._decisions if d.decided_at > committed]
+        end = decided[-1] if decided else None
+        if end is None and self._default_end is not None:
+            end = TurnEnd(ended_by=self._default_end)
+
         self._turn_count += 1
         self._pending.append(
             UserTurn(
@@ -273,6 +327,7 @@ class TurnPairer:
                 metrics=dict(metrics),
                 finals=finals,
                 stt_reconnects=reconnects,
+                end=end,
             )
         )
 
@@ -393,6 +448,7 @@ class TurnMetricsCollector:
         log_transcripts: bool,
         logger: Any,
         sink: TurnMetricsSink | None,
+        default_end: str | None = None,
     ) -> None:
         """Prefer :func:`attach_turn_metrics`, which also subscribes to the events."""
         self._session = session
@@ -412,6 +468,7 @@ class TurnMetricsCollector:
             job_id=job_id,
             log_transcripts=log_transcripts,
             reconnects_total=lambda: _reconnects_of(self._stt),
+            default_end=default_end,
         )
         self.summary: dict[str, Any] | None = None
 
@@ -458,6 +515,19 @@ class TurnMetricsCollector:
                 )
         except Exception:
             self._log.warning("turn_metrics_failed", stage="conversation_item_added", exc_info=True)
+
+    def _on_turn_decision(self, decision: Any) -> None:
+        try:
+            self.pairer.add_turn_end(
+                TurnEnd(
+                    ended_by=str(decision.signal),
+                    eou_probability=decision.eou_probability,
+                    wait_s=decision.silence_s,
+                    decided_at=float(decision.decided_at),
+                )
+            )
+        except Exception:
+            self._log.warning("turn_metrics_failed", stage="turn_decision", exc_info=True)
 
     def _on_transcript_latency(self, ev: Any) -> None:
         try:
@@ -556,6 +626,7 @@ def attach_turn_metrics(
     log_transcripts: bool = False,
     logger: Any = None,
     prometheus: TurnMetricsSink | bool | None = True,
+    turn_detection: Any = None,
 ) -> TurnMetricsCollector:
     """Log one ``turn_latency`` event per user turn of ``session`` and a
     ``session_latency_summary`` when it closes; feed the Prometheus metrics.
@@ -574,6 +645,9 @@ def attach_turn_metrics(
         logger: a structlog logger; default ``structlog.get_logger("agent.turn_metrics")``.
         prometheus: True for the process-wide :func:`agent.prometheus.default_metrics`,
             False/None for none, or any :class:`TurnMetricsSink`.
+        turn_detection: the session's turn detection: a detector with ``on_decision``
+            (``agent.turn_policy.SignalTurnDetector``) reports each verdict; a LiveKit
+            mode name gives every turn that mode's rule as ``turn_ended_by``.
     """
     log = logger if logger is not None else structlog.get_logger("agent.turn_metrics")
     sink: TurnMetricsSink | None
@@ -585,6 +659,11 @@ def attach_turn_metrics(
         sink = None
     else:
         sink = prometheus
+    default_end = (
+        MODE_TURN_ENDS.get(turn_detection, turn_detection)
+        if isinstance(turn_detection, str)
+        else None
+    )
     collector = TurnMetricsCollector(
         session,
         stt=stt,
@@ -593,6 +672,9 @@ def attach_turn_metrics(
         log_transcripts=log_transcripts,
         logger=log,
         sink=sink,
+        default_end=default_end,
     )
     collector._subscribe()
+    if callable(getattr(turn_detection, "on_decision", None)):
+        turn_detection.on_decision(collector._on_turn_decision)
     return collector

@@ -60,13 +60,18 @@ def prewarm(proc: JobProcess) -> None:
     proc.userdata["settings"] = process_settings()
     # Silero weights ship inside the plugin wheel; loading is ~0.3 s of CPU that must not
     # land on the first caller's turn.
-    proc.userdata["vad"] = silero.VAD.load()
+    proc.userdata["vad"] = load_vad(proc.userdata["settings"])
     proc.userdata["local_turn_model"] = local_turn_detector_available()
     # The OpenAI SDK's HTTP stack imports its anyio backend lazily on the first request,
     # which blocked the job's event loop for ~120 ms in the middle of the first user turn
     # (LiveKit's loop monitor caught it); audio handling stalls with it. Pay it here.
     importlib.import_module("anyio._backends._asyncio")
     log.debug("job process ready", local_turn_model=proc.userdata["local_turn_model"])
+
+
+def load_vad(settings: Settings) -> lk_vad.VAD:
+    """The worker's Silero VAD, ending speech after ``VAD_MIN_SILENCE_MS``."""
+    return silero.VAD.load(min_silence_duration=settings.agent.vad_min_silence_s)
 
 
 async def entrypoint(ctx: JobContext) -> None:
@@ -86,7 +91,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
     userdata: dict[str, Any] = ctx.proc.userdata
     settings: Settings = userdata.get("settings") or process_settings()
-    vad: lk_vad.VAD = userdata.get("vad") or silero.VAD.load()
+    vad: lk_vad.VAD = userdata.get("vad") or load_vad(settings)
     parts = build_session(
         settings, vad=vad, local_turn_model_available=userdata.get("local_turn_model")
     )
@@ -100,6 +105,7 @@ async def entrypoint(ctx: JobContext) -> None:
         job_id=ctx.job.id,
         log_transcripts=settings.observability.log_transcripts,
         prometheus=settings.observability.prometheus_port is not None,
+        turn_detection=parts.turn_detection,
     )
 
     # Model usage is logged once, in the collector's session_latency_summary at close.

@@ -59,10 +59,21 @@ def test_defaults_when_only_required_vars_are_set() -> None:
     assert s.baseten.vad_speech_pad_ms == 30
     assert s.agent.instructions == DEFAULT_INSTRUCTIONS
     assert s.agent.greeting is None
-    assert s.agent.turn_detection == "model"
+    assert s.agent.turn_detection == "signals"
+    assert s.agent.vad_min_silence_s == 0.3  # with signals; Silero's 0.55 otherwise
+    assert s.agent.preemptive_tts is False
+    assert s.baseten.manual_flush is True
     assert s.agent.min_endpointing_delay is None  # LiveKit picks the detector's default
     assert s.observability.log_transcripts is False
     assert s.observability.prometheus_port is None
+
+
+def test_vad_silence_default_follows_the_turn_detection_mode() -> None:
+    assert load_settings(valid_env(TURN_DETECTION="vad")).agent.vad_min_silence_s == 0.55
+    assert load_settings(valid_env(TURN_DETECTION="model")).agent.vad_min_silence_s == 0.55
+    # VAD endpointing has no turn-detector floor
+    vad = load_settings(valid_env(TURN_DETECTION="vad", VAD_MIN_SILENCE_MS="120"))
+    assert vad.agent.vad_min_silence_s == 0.12
 
 
 def test_settings_repr_hides_secrets() -> None:
@@ -107,7 +118,11 @@ def test_dashboard_https_url_is_normalised_to_websocket() -> None:
         ("LOG_LEVEL", "verbose", "one of TRACE"),
         ("LOG_TRANSCRIPTS", "yes please", "true/false"),
         ("PROMETHEUS_PORT", "70000", "between 1 and 65535"),
-        ("TURN_DETECTION", "psychic", "one of model, vad, stt"),
+        ("TURN_DETECTION", "psychic", "one of signals, model, vad, stt"),
+        ("PREEMPTIVE_TTS", "later", "true/false"),
+        ("BASETEN_MANUAL_FLUSH", "perhaps", "true/false"),
+        ("VAD_MIN_SILENCE_MS", "200", "between 250 and 5000"),  # below LiveKit's detector floor
+        ("VAD_MIN_SILENCE_MS", "0.3", "whole milliseconds"),
         ("DRAIN_TIMEOUT", "0", "between 1 and 86400"),
         ("HEALTH_PORT", "http", "TCP port"),
         ("AGENT_INSTRUCTIONS", "@/nonexistent/prompt.txt", "not found"),

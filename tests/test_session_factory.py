@@ -14,10 +14,12 @@ from agent.session_factory import (
     LOCAL_TURN_DETECTOR_VERSION,
     build_assistant,
     build_session,
+    build_stt,
     build_text_session,
     build_turn_detection,
     local_turn_detector_available,
 )
+from agent.turn_policy import SignalTurnDetector
 from plugins.baseten_stt import STT
 from tests.fixtures.worker import FAKE_SECRETS, valid_env
 
@@ -110,19 +112,35 @@ async def test_unset_delays_keep_livekit_defaults_for_the_detector(silero_vad: A
 def test_local_model_version_is_pinned_even_in_dev_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     # unpinned, LiveKit picks the cloud "v1" model whenever LIVEKIT_DEV_MODE is set
     monkeypatch.setenv("LIVEKIT_DEV_MODE", "1")
-    td = build_turn_detection(settings(), local_model_available=True)
+    s = settings()
+    td = build_turn_detection(s, build_stt(s), local_model_available=True)
     assert isinstance(td, inference.TurnDetector)
     assert td.model == "turn-detector-v1-mini"
     assert LOCAL_TURN_DETECTOR_VERSION == "v1-mini"
 
 
 def test_falls_back_to_vad_when_the_local_model_cannot_load() -> None:
-    assert build_turn_detection(settings(), local_model_available=False) == "vad"
+    s = settings()
+    assert build_turn_detection(s, build_stt(s), local_model_available=False) == "vad"
 
 
 @pytest.mark.parametrize("mode", ["vad", "stt"])
 def test_explicit_turn_detection_modes(mode: str) -> None:
-    assert build_turn_detection(settings(TURN_DETECTION=mode)) == mode
+    s = settings(TURN_DETECTION=mode)
+    assert build_turn_detection(s, build_stt(s)) == mode
+
+
+async def test_signals_mode_is_our_policy_over_the_local_model(silero_vad: Any) -> None:
+    s = settings(TURN_DETECTION="signals")
+    parts = build_session(s, vad=silero_vad, local_turn_model_available=True)
+    try:
+        td = parts.session.turn_detection
+        assert isinstance(td, SignalTurnDetector)
+        assert td.model == "turn-detector-v1-mini"
+        assert parts.stt.capabilities.manual_flush
+        assert s.agent.vad_min_silence_s == 0.3  # the policy, not the VAD, decides the wait
+    finally:
+        await parts.llm.aclose()
 
 
 def test_local_model_loads_here() -> None:

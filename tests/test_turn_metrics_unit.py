@@ -22,6 +22,7 @@ from agent.turn_metrics import (
     IMPLAUSIBLE_S,
     LATENCY_KEYS,
     TranscriptFinal,
+    TurnEnd,
     TurnPairer,
     attach_turn_metrics,
     clean_latency,
@@ -482,3 +483,36 @@ def test_multiprocess_misconfiguration_is_reported(tmp_path: Path, mode: str, ex
         timeout=120,
     )
     assert expect in done.stdout, done.stdout + done.stderr
+
+
+def test_turn_takes_the_verdict_given_just_before_its_commit() -> None:
+    pairer, events = make_pairer()
+    stopped = T0 + 10
+    # a verdict at an earlier pause of the same turn, then the one that ended it at 0.9 s;
+    # the message itself was created at the final (a preemptive generation), before both
+    pairer.add_turn_end(
+        TurnEnd(ended_by="continuation", eou_probability=0.7, wait_s=0.3, decided_at=stopped - 2)
+    )
+    pairer.add_turn_end(
+        TurnEnd(ended_by="statement", eou_probability=0.55, wait_s=0.9, decided_at=stopped + 0.9)
+    )
+    pairer.add_user_message(
+        item_id="u1", text="a", metrics=user_metrics(stopped, eot=0.91), created_at=stopped + 0.5
+    )
+    pairer.add_assistant_message(item_id="a1", metrics=reply_metrics(stopped), interrupted=False)
+    ev = events[-1]
+    assert (ev["turn_ended_by"], ev["eou_probability"], ev["turn_wait_ms"]) == (
+        "statement",
+        0.55,
+        900.0,
+    )
+
+
+def test_livekit_mode_turns_name_the_mode_rule() -> None:
+    pairer, events = make_pairer(default_end="vad_silence")
+    pairer.add_user_message(item_id="u1", text="a", metrics=user_metrics(T0), created_at=T0)
+    pairer.add_assistant_message(item_id="a1", metrics=reply_metrics(T0), interrupted=False)
+    ev = events[-1]
+    assert ev["turn_ended_by"] == "vad_silence"
+    assert ev["eou_probability"] is None
+    assert ev["turn_wait_ms"] == ev["end_of_turn_delay_ms"] == 600.0

@@ -179,7 +179,12 @@ class LocalOpenAIServer(AsyncService):
                 "X-Request-Id": "req_" + completion_id.removeprefix("chatcmpl-"),
             }
         )
-        await resp.prepare(request)
+        try:
+            await resp.prepare(request)
+        except (ConnectionResetError, ConnectionError):
+            # The client gave up before the headers went out (a preemptive generation
+            # superseded by a newer transcript): nothing to answer, nothing went wrong.
+            return resp
         created = int(time.time())
 
         def make(

@@ -1,0 +1,66 @@
+"""Draw responsiveness against patience per turn-detection mode from ``bench.turn_bench``.
+
+    uv run python -m bench.turn_bench --json turns.json
+    python scripts/plot_turn_tradeoff.py turns.json -o docs/turn-tradeoff.png
+
+One point per mode: x = user turns committed inside the 28.9 s read sentence (1 is right:
+fewer is more patient), y = caller-side voice-to-voice p50 net of the stand-in's CPU decode,
+with a bar up to the p95. The goal box (p50 <= 1000 ms, at most 2 turns) is shaded: a mode
+is only good if its point is inside it, on both axes at once, from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: CI and servers have no display
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+GOAL_P50_MS = 1000
+GOAL_TURNS = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path, help="bench.turn_bench --json output")
+    parser.add_argument("-o", "--output", type=Path, default=Path("docs/turn-tradeoff.png"))
+    args = parser.parse_args(argv)
+    results = json.loads(args.results.read_text())
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.fill_between([0.5, GOAL_TURNS + 0.25], 0, GOAL_P50_MS, color="#d9f0d9", label="goal")
+    for r in results:
+        net = r.get("v2v_net_ms") or []
+        if not net or r.get("passage_turns") is None:
+            continue
+        p50, p95 = float(np.percentile(net, 50)), float(np.percentile(net, 95))
+        x = r["passage_turns"]
+        ax.errorbar([x], [p50], yerr=[[0], [p95 - p50]], fmt="o", capsize=4, markersize=8)
+        ax.annotate(
+            f"{r['mode']}\n{p50:.0f} / {p95:.0f} ms",
+            (x, p50),
+            textcoords="offset points",
+            xytext=(8, -4),
+            fontsize=9,
+        )
+    ax.set_xlabel("user turns committed inside one read sentence (1 is right)")
+    ax.set_ylabel("voice-to-voice p50 (bar: p95), ms,\nnet of the stand-in's CPU decode")
+    ax.set_xlim(0.5, 7.5)
+    ax.set_ylim(0, max(3000, ax.get_ylim()[1]))
+    ax.set_title("Turn-taking on human speech: responsiveness vs. patience")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.output, dpi=110)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
