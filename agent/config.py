@@ -50,6 +50,8 @@ SILERO_MIN_SILENCE_MS = 550
 #: refuses anything below its 200 ms prediction point + 50 ms (audio_recognition.py).
 DEFAULT_SIGNALS_VAD_MIN_SILENCE_MS = 300
 MIN_TURN_DETECTOR_VAD_SILENCE_MS = 250
+#: signals: a "." ends the turn after this much silence (agent/turn_policy.py says why 900).
+DEFAULT_STATEMENT_SILENCE_MS = 900
 #: LiveKit's ``DRAIN_TIMEOUT`` (worker.py): how long SIGTERM waits for live calls.
 DEFAULT_DRAIN_TIMEOUT_S = 3600
 
@@ -175,6 +177,8 @@ class AgentSettings:
     turn_detection: Literal["signals", "model", "vad", "stt"]
     #: the worker's Silero VAD: silence before it reports end of speech (seconds)
     vad_min_silence_s: float
+    #: signals: silence a final ending in "." must reach before the turn ends (seconds)
+    statement_silence_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,6 +521,16 @@ def load_settings(
         max_endpointing_delay=max_delay,
         turn_detection=turn_detection,  # type: ignore[arg-type]
         vad_min_silence_s=(vad_min_silence_ms or SILERO_MIN_SILENCE_MS) / 1000,
+        statement_silence_s=(
+            r.parse(
+                "TURN_STATEMENT_SILENCE_MS",
+                DEFAULT_STATEMENT_SILENCE_MS,
+                _positive_int(1, 10_000),
+                "whole milliseconds between 1 and 10000",
+            )
+            or DEFAULT_STATEMENT_SILENCE_MS
+        )
+        / 1000,
     )
 
     # Observability ------------------------------------------------------------------

@@ -79,6 +79,7 @@ def build_turn_detection(
         version=LOCAL_TURN_DETECTOR_VERSION,
         use_transcript=mode == "signals",
         flush_on_prediction=settings.baseten.manual_flush,
+        statement_silence_s=settings.agent.statement_silence_s,
     )
 
 

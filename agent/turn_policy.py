@@ -162,7 +162,12 @@ class TurnDecision:
     ending: str | None = None
 
 
-def decide(ending: Ending, audio_probability: float | None) -> tuple[str, float, float]:
+def decide(
+    ending: Ending,
+    audio_probability: float | None,
+    *,
+    statement_silence_s: float = STATEMENT_SILENCE_S,
+) -> tuple[str, float, float]:
     """(signal, probability for LiveKit, silence to hold before answering)."""
     p = audio_probability
     if ending is Ending.QUESTION:
@@ -172,7 +177,7 @@ def decide(ending: Ending, audio_probability: float | None) -> tuple[str, float,
     if ending is Ending.STATEMENT:
         if p is not None and p >= SURE_PROBABILITY:
             return "statement_sure", END, 0.0
-        return "statement", END, STATEMENT_SILENCE_S
+        return "statement", END, statement_silence_s
     # no final: the audio model alone (LiveKit's threshold applies to it)
     return "audio", p if p is not None else CONTINUE, 0.0
 
@@ -225,16 +230,19 @@ class SignalTurnDetector(inference.TurnDetector):
         version: str = "v1-mini",
         use_transcript: bool = True,
         flush_on_prediction: bool = True,
+        statement_silence_s: float = STATEMENT_SILENCE_S,
     ) -> None:
         """``stt``: the session's Baseten STT (its finals and flush). ``use_transcript``
         False makes this LiveKit's model unchanged, with its verdicts still reported (how
         ``TURN_DETECTION=model`` logs its probabilities). ``flush_on_prediction`` flushes
-        the STT when the prediction finds no final yet. Verdicts go to ``on_decision``
-        listeners."""
+        the STT when the prediction finds no final yet. ``statement_silence_s``: the
+        silence a final ending in "." must reach before the turn ends. Verdicts go to
+        ``on_decision`` listeners."""
         super().__init__(version=version)  # type: ignore[arg-type]
         self._stt = stt
         self._use_transcript = use_transcript
         self._flush = flush_on_prediction
+        self.statement_silence_s = statement_silence_s
         self._listeners: list[Callable[[TurnDecision], None]] = []
         self._finals = _RecentFinals()
         stt.on("transcript_latency", self._finals.add)
@@ -283,7 +291,7 @@ class SignalTurnDetectorStream:
     def prediction_timeout(self) -> float:
         # LiveKit commits without a prediction after this; ours may wait for the final and
         # hold a statement's silence, so give it room beyond the model's own 1 s.
-        return self._inner.prediction_timeout + FINAL_WAIT_S + STATEMENT_SILENCE_S
+        return self._inner.prediction_timeout + FINAL_WAIT_S + self._detector.statement_silence_s
 
     async def unlikely_threshold(self, language: LanguageCode | None) -> float | None:
         return await self._inner.unlikely_threshold(language)
@@ -379,7 +387,7 @@ class SignalTurnDetectorStream:
         if text is None:
             text = await d._finals.wait_after(since, FINAL_WAIT_S)
         ending = classify_ending(text) if text is not None else Ending.NONE
-        signal, probability, hold_s = decide(ending, p)
+        signal, probability, hold_s = decide(ending, p, statement_silence_s=d.statement_silence_s)
         if text is None:
             signal = "no_final"
         wait = silence_began + hold_s - time.time()

@@ -67,9 +67,11 @@ AFTER_PASSAGE_S = 8.0
 @dataclass
 class ModeResult:
     mode: str
+    env: dict[str, str] = field(default_factory=dict)  # the --env variables of this run
     v2v_ms: list[float] = field(default_factory=list)
     end_of_turn_ms: list[float] = field(default_factory=list)
     worker_e2e_ms: list[float] = field(default_factory=list)
+    final_latency_ms: list[float] = field(default_factory=list)  # plugin: speech end -> final
     final_decode_ms: list[float] = field(default_factory=list)
     #: per complete utterance: v2v minus the decode of the final that turn waited for
     v2v_net_ms: list[float] = field(default_factory=list)
@@ -138,7 +140,7 @@ async def run_mode(
     from localdev.stack import LocalStack
     from localdev.worker_process import WorkerProcess
 
-    result = ModeResult(mode=mode)
+    result = ModeResult(mode=mode, env=dict(extra_env or {}))
     async with LocalStack(
         llm_ttft_s=LLM_TTFT_S, tts_ttfb_s=TTS_TTFB_S, agent_name=AGENT_NAME
     ) as stack:
@@ -183,6 +185,7 @@ async def run_mode(
                 for key, values in (
                     ("end_of_turn_delay_ms", result.end_of_turn_ms),
                     ("e2e_latency_ms", result.worker_e2e_ms),
+                    ("transcript_latency_ms", result.final_latency_ms),
                 ):
                     if isinstance(ln.get(key), int | float):
                         values.append(float(ln[key]))
@@ -218,7 +221,7 @@ def _ms(v: float | None) -> str:
 def format_table(results: list[ModeResult]) -> str:
     head = (
         f"{'mode':<6} | {'v2v p50/p95':>13} | {'net of decode':>13} | {'end of turn p50':>15} | "
-        f"{'worker e2e p50':>14} | {'decode p50':>10} | {'passage turns':>13} | "
+        f"{'worker e2e p50':>14} | {'final p50':>9} | {'decode p50':>10} | {'passage turns':>13} | "
         f"{'agent audio mid-sentence':>24} | {'passage WER':>11}"
     )
     lines = [head, "-" * len(head)]
@@ -230,6 +233,7 @@ def format_table(results: list[ModeResult]) -> str:
             f"{r.mode:<6} | {_ms(_pct(r.v2v_ms, 50)):>6}/{_ms(_pct(r.v2v_ms, 95)):>6} | "
             f"{_ms(_pct(net, 50)):>6}/{_ms(_pct(net, 95)):>6} | "
             f"{_ms(_pct(r.end_of_turn_ms, 50)):>15} | {_ms(_pct(r.worker_e2e_ms, 50)):>14} | "
+            f"{_ms(_pct(r.final_latency_ms, 50)):>9} | "
             f"{_ms(decode):>10} | {r.passage_turns if r.passage_turns is not None else '-':>13} | "
             f"{audio:>24} | {_wer(r.passage_wer):>11}"
         )

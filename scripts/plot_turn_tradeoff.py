@@ -1,12 +1,13 @@
 """Draw responsiveness against patience per turn-detection mode from ``bench.turn_bench``.
 
     uv run python -m bench.turn_bench --json turns.json
-    python scripts/plot_turn_tradeoff.py turns.json -o docs/turn-tradeoff.png
+    python scripts/plot_turn_tradeoff.py turns.json [more.json ...] -o docs/turn-tradeoff.png
 
-One point per mode: x = user turns committed inside the 28.9 s read sentence (1 is right:
-fewer is more patient), y = caller-side voice-to-voice p50 net of the stand-in's CPU decode,
-with a bar up to the p95. The goal box (p50 <= 1000 ms, at most 2 turns) is shaded: a mode
-is only good if its point is inside it, on both axes at once, from one run.
+One point per mode and setting (each file's ``--env``): x = user turns committed inside the
+28.9 s read sentence (1 is right: fewer is more patient), y = caller-side voice-to-voice p50
+net of the stand-in's CPU decode, with a bar up to the p95. Points of one mode are joined in
+the order of their setting: that mode's trade-off curve. The goal box (p50 <= 1000 ms, at
+most 2 turns) is shaded: a setting is only good inside it, on both axes, from one run.
 """
 
 from __future__ import annotations
@@ -26,32 +27,50 @@ GOAL_P50_MS = 1000
 GOAL_TURNS = 2
 
 
+def _setting_order(setting: str) -> float:
+    """Sort a mode's settings by the number they set (the swept delay)."""
+    try:
+        return float(setting.rsplit("=", 1)[-1]) if setting else -1.0
+    except ValueError:
+        return 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", type=Path, help="bench.turn_bench --json output")
+    parser.add_argument("results", type=Path, nargs="+", help="bench.turn_bench --json outputs")
     parser.add_argument("-o", "--output", type=Path, default=Path("docs/turn-tradeoff.png"))
     args = parser.parse_args(argv)
-    results = json.loads(args.results.read_text())
+    results = [r for path in args.results for r in json.loads(path.read_text())]
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     ax.fill_between([0.5, GOAL_TURNS + 0.25], 0, GOAL_P50_MS, color="#d9f0d9", label="goal")
+    by_mode: dict[str, list[tuple[str, float, float, float]]] = {}
     for r in results:
         net = r.get("v2v_net_ms") or []
         if not net or r.get("passage_turns") is None:
             continue
         p50, p95 = float(np.percentile(net, 50)), float(np.percentile(net, 95))
-        x = r["passage_turns"]
-        ax.errorbar([x], [p50], yerr=[[0], [p95 - p50]], fmt="o", capsize=4, markersize=8)
-        ax.annotate(
-            f"{r['mode']}\n{p50:.0f} / {p95:.0f} ms",
-            (x, p50),
-            textcoords="offset points",
-            xytext=(8, -4),
-            fontsize=9,
-        )
+        setting = ", ".join(f"{k}={v}" for k, v in sorted((r.get("env") or {}).items()))
+        by_mode.setdefault(r["mode"], []).append((setting, float(r["passage_turns"]), p50, p95))
+    for mode, points in by_mode.items():
+        points.sort(key=lambda p: _setting_order(p[0]))
+        xs, ys = [p[1] for p in points], [p[2] for p in points]
+        line = ax.plot(xs, ys, "-o", markersize=7, label=mode)[0]
+        for setting, x, p50, p95 in points:
+            ax.errorbar(
+                [x], [p50], yerr=[[0], [p95 - p50]], fmt="none", capsize=3, color=line.get_color()
+            )
+            ax.annotate(
+                f"{setting or 'default'}: {p50:.0f}/{p95:.0f}",
+                (x, p50),
+                textcoords="offset points",
+                xytext=(6, 4),
+                fontsize=7,
+                color=line.get_color(),
+            )
     ax.set_xlabel("user turns committed inside one read sentence (1 is right)")
     ax.set_ylabel("voice-to-voice p50 (bar: p95), ms,\nnet of the stand-in's CPU decode")
-    ax.set_xlim(0.5, 7.5)
+    ax.set_xlim(0.5, max(7.5, ax.get_xlim()[1]))
     ax.set_ylim(0, max(3000, ax.get_ylim()[1]))
     ax.set_title("Turn-taking on human speech: responsiveness vs. patience")
     ax.legend(loc="upper right")

@@ -62,6 +62,7 @@ def test_defaults_when_only_required_vars_are_set() -> None:
     assert s.agent.turn_detection == "signals"
     assert s.agent.vad_min_silence_s == 0.3  # with signals; Silero's 0.55 otherwise
     assert s.agent.preemptive_tts is False
+    assert s.agent.statement_silence_s == 0.9
     assert s.baseten.manual_flush is True
     assert s.agent.min_endpointing_delay is None  # LiveKit picks the detector's default
     assert s.observability.log_transcripts is False
@@ -123,6 +124,7 @@ def test_dashboard_https_url_is_normalised_to_websocket() -> None:
         ("BASETEN_MANUAL_FLUSH", "perhaps", "true/false"),
         ("VAD_MIN_SILENCE_MS", "200", "between 250 and 5000"),  # below LiveKit's detector floor
         ("VAD_MIN_SILENCE_MS", "0.3", "whole milliseconds"),
+        ("TURN_STATEMENT_SILENCE_MS", "0", "between 1 and 10000"),
         ("DRAIN_TIMEOUT", "0", "between 1 and 86400"),
         ("HEALTH_PORT", "http", "TCP port"),
         ("AGENT_INSTRUCTIONS", "@/nonexistent/prompt.txt", "not found"),

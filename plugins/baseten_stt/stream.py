@@ -156,6 +156,7 @@ class SpeechStream(stt.RecognizeStream):
         # manual_flush: where the last injected silence ended (wire samples), and every
         # injection as (wire end, seconds) so results map back onto the user's timeline
         self._flushed_at_samples = 0
+        self._ending_input = False
         self._injections: list[tuple[float, float]] = []
         self._finalised_until = 0.0
         self._last_final_end = -math.inf
@@ -255,7 +256,7 @@ class SpeechStream(stt.RecognizeStream):
                 self._pushed_samples += out.samples_per_channel
             if self._pushed_samples >= self._next_wall_mark:
                 self._on_frames_completed()
-        if self._opts.manual_flush:
+        if self._opts.manual_flush and not self._ending_input:
             self._inject_end_of_utterance_silence()
 
     def _inject_end_of_utterance_silence(self) -> None:
@@ -296,6 +297,8 @@ class SpeechStream(stt.RecognizeStream):
         return self._input_ch.closed or self._event_ch.closed
 
     def end_input(self) -> None:
+        # end_audio finalises whatever is open; silence sent first would only be billed
+        self._ending_input = True
         super().end_input()  # flush() above, then close the input channel
         if self._pending:
             # the padded tail is sent now: map its end too
