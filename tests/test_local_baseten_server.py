@@ -329,7 +329,9 @@ async def test_two_utterances_partials_finals_and_stream_relative_times(
     for f in finals:
         assert f.language_code == "en" and f.segments[0].language_code == "en"
         assert f.audio_length_sec and f.audio_length_sec > 1.0
-    assert srv.stats.finals_sent == 2 and srv.stats.partials_sent >= 2
+    # Partials are best effort (a partial never waits for a busy decode thread), and this
+    # audio arrives far faster than real time: at least the one asserted above.
+    assert srv.stats.finals_sent == 2 and srv.stats.partials_sent >= 1
 
 
 async def test_word_timestamps_only_when_asked(

@@ -184,7 +184,8 @@ def test_start_runs_a_production_worker_and_drains_on_sigterm() -> None:
             assert started["logger"] == "agent.worker"
             assert started["room"] == "e2e-room" and started["job_id"].startswith("AJ_")
             assert started["pid"] != worker.pid  # rendered in main, emitted in the job process
-            assert started["turn_detection"] == "TurnDetector(turn-detector-v1-mini)"
+            # the default: our signals policy over LiveKit's local (never cloud) model
+            assert started["turn_detection"] == "SignalTurnDetector(turn-detector-v1-mini)"
 
             # the call ends (room deleted), then the orchestrator stops the worker: the
             # drain waits for the job to finish, then the worker exits cleanly
