@@ -8,12 +8,15 @@ through the real local Whisper server:
   every word (WER as without a flush) and word times on the caller's own timeline;
 * a second utterance after a flush keeps its exact times (the injected silence is on the
   wire only), and its words are not merged into or split from the first;
-* with ``manual_flush=False`` the capability is off and a flush sends nothing.
+* with ``manual_flush=False`` the capability is off and a flush sends nothing;
+* the final a flush asks for is not held back by a partial still decoding.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -124,3 +127,42 @@ async def test_flush_sends_nothing_without_the_capability(
         await stream.aclose()
         await stt.aclose()
     assert stt.stats.flushes == 0
+
+
+class _SlowPreviews:
+    """The real Whisper engine, but every partial takes 2 s longer (a busy server)."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def warm_up(self) -> None:
+        self._engine.warm_up()
+
+    def transcribe(self, pcm: Any, *, time_offset: float, params: Any, final: bool = True) -> Any:
+        if not final:
+            time.sleep(2.0)
+        return self._engine.transcribe(pcm, time_offset=time_offset, params=params, final=final)
+
+
+async def test_a_flushed_final_does_not_wait_for_a_partial_still_decoding(
+    baseten_server: BasetenServerFactory, whisper_engine: Any
+) -> None:
+    # The clip is 1.0 s of speech: its first partial (due at 0.5 s) is still decoding when
+    # the flush ends the utterance. The preview is obsolete then; the final must not queue
+    # behind it (the stand-in abandons it, as its result would come after the final).
+    srv = await baseten_server(api_key=KEY, engine=_SlowPreviews(whisper_engine))
+    stt = STT(api_key=KEY, model_endpoint=srv.url + ROUTE)
+    text, speech = _speech("endgame_hear_me")
+    stream = stt.stream()
+    try:
+        await _push_real_time(stream, np.concatenate([silence(0.3), speech, silence(SHORT_TAIL_S)]))
+        flushed_at = time.monotonic()
+        stream.flush()
+        ev = await _next_final(stream, within_s=10)
+        waited = time.monotonic() - flushed_at
+    finally:
+        await stream.aclose()
+        await stt.aclose()
+    assert word_error_rate(text, ev.alternatives[0].text) <= 0.1
+    # a final decode of 1 s of audio takes ~0.1-0.5 s here; behind the partial it was >= 1.5 s
+    assert waited < 1.5, f"the final waited {waited:.2f} s after the flush"
