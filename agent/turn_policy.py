@@ -49,7 +49,10 @@ from livekit.agents.language import LanguageCode
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
 from livekit.agents.voice.turn import TurnDetectionEvent
 
+from agent.logs import get_logger
 from plugins.baseten_stt import STT, TranscriptLatency
+
+log = get_logger("agent.turn_policy")
 
 #: A sentence-final "." is only trusted after this much silence. The longest pause inside
 #: the 28.9 s passage of ``localdev.human_speech.TWO_CITIES_OPENING`` is 0.83 s (Silero,
@@ -393,6 +396,13 @@ class SignalTurnDetectorStream:
         wait = silence_began + hold_s - time.time()
         if wait > 0:
             await asyncio.sleep(wait)
+        log.debug(
+            "turn verdict",
+            signal=signal,
+            eou_probability=p,
+            silence_s=round(time.time() - silence_began, 3),
+            hold_s=hold_s,
+        )
         d._report(
             TurnDecision(
                 signal=signal,

@@ -327,8 +327,10 @@ def turn_wer(said: str | None, turn: Mapping[str, Any]) -> float | None:
 def format_table(turns: Sequence[Mapping[str, Any]], said: Sequence[str | None] = ()) -> str:
     """The per-turn latency table (all times from the end of the user's speech)."""
     heard_w = 40
-    head = f"{'turn':>4}  {'heard (final transcript)':<{heard_w}}  {'WER':>4}" + "".join(
-        f"  {h:>11}" for h, _ in TABLE_COLUMNS
+    head = (
+        f"{'turn':>4}  {'heard (final transcript)':<{heard_w}}  {'WER':>4}"
+        + "".join(f"  {h:>11}" for h, _ in TABLE_COLUMNS)
+        + f"  {'ended by':<12}"
     )
     rows = [head, "-" * len(head)]
     for i, t in enumerate(turns):
@@ -342,6 +344,7 @@ def format_table(turns: Sequence[Mapping[str, Any]], said: Sequence[str | None] 
             f"{t.get('turn_index', i + 1):>4}  {heard:<{heard_w}}"
             f"  {'' if wer is None else f'{wer:.2f}':>4}"
             + "".join(f"  {_ms(t.get(key)):>11}" for _, key in TABLE_COLUMNS)
+            + f"  {t.get('turn_ended_by') or 'n/a':<12}"
         )
         flagged = [*(t.get("missing") or ()), *(t.get("implausible") or ())]
         if t.get("outcome") not in (None, "answered"):
@@ -353,7 +356,9 @@ def format_table(turns: Sequence[Mapping[str, Any]], said: Sequence[str | None] 
         "WER = word error rate against the words said; STT final = end of speech -> final "
         "transcript (our Baseten plugin);"
     )
-    rows.append("end of turn = -> turn committed;")
+    rows.append(
+        "end of turn = -> turn committed; ended by = the signal that ended it (turn_ended_by);"
+    )
     rows.append(
         "LLM TTFT / TTS TTFB = first token / first audio byte; e2e = end of speech -> "
         "first agent audio."
@@ -521,10 +526,10 @@ def table_notes(turns: Sequence[Mapping[str, Any]]) -> list[str]:
     if not slow:
         return []
     return [
-        f"Turn(s) {', '.join(slow)}: the end of turn took its maximum delay: LiveKit's turn "
-        "detector did not judge the",
-        "utterance finished and waited its maximum, as it would for a user pausing mid-thought.",
-        "Compare with VAD endpointing: TURN_DETECTION=vad python agent.py demo",
+        f"Turn(s) {', '.join(slow)}: the end of turn took its maximum delay: the turn detector "
+        "judged the",
+        "utterance unfinished and waited its maximum, as it would for a user pausing mid-thought.",
+        "Compare: TURN_DETECTION=model (LiveKit's audio model alone) or vad python agent.py demo",
     ]
 
 

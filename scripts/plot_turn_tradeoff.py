@@ -3,11 +3,11 @@
     uv run python -m bench.turn_bench --json turns.json
     python scripts/plot_turn_tradeoff.py turns.json [more.json ...] -o docs/turn-tradeoff.png
 
-One point per mode and setting (each file's ``--env``): x = user turns committed inside the
-28.9 s read sentence (1 is right: fewer is more patient), y = caller-side voice-to-voice p50
-net of the stand-in's CPU decode, with a bar up to the p95. Points of one mode are joined in
-the order of their setting: that mode's trade-off curve. The goal box (p50 <= 1000 ms, at
-most 2 turns) is shaded: a setting is only good inside it, on both axes, from one run.
+One point per mode and value of its patience knob (``SWEPT``; runs setting anything else
+are left out): x = user turns committed inside the 28.9 s read sentence (1 is right: fewer is
+more patient), y = caller-side voice-to-voice p50 net of the stand-in's CPU decode, with a bar
+up to the p95. A mode's points, joined in knob order, are its trade-off curve. The goal box
+(p50 <= 1000 ms, at most 2 turns) is shaded: a setting is only good inside it, on both axes.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ import numpy as np
 
 GOAL_P50_MS = 1000
 GOAL_TURNS = 2
-
-
-def _setting_order(setting: str) -> float:
-    """Sort a mode's settings by the number they set (the swept delay)."""
-    try:
-        return float(setting.rsplit("=", 1)[-1]) if setting else -1.0
-    except ValueError:
-        return 0.0
+#: The knob swept per mode (bench.turn_bench --env), and its default when a run sets none.
+SWEPT = {
+    "signals": "TURN_STATEMENT_SILENCE_MS",
+    "model": "MIN_ENDPOINTING_DELAY",
+    "vad": "MIN_ENDPOINTING_DELAY",
+    "stt": "MIN_ENDPOINTING_DELAY",
+}
+DEFAULTS = {"signals": 900.0, "model": 0.3, "vad": 0.5, "stt": 0.5}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,36 +44,44 @@ def main(argv: list[str] | None = None) -> int:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     ax.fill_between([0.5, GOAL_TURNS + 0.25], 0, GOAL_P50_MS, color="#d9f0d9", label="goal")
-    by_mode: dict[str, list[tuple[str, float, float, float]]] = {}
+    by_mode: dict[str, list[tuple[float, float, float, float]]] = {}
     for r in results:
         net = r.get("v2v_net_ms") or []
-        if not net or r.get("passage_turns") is None:
-            continue
+        env = r.get("env") or {}
+        knob = SWEPT.get(r["mode"])
+        if not net or r.get("passage_turns") is None or set(env) - {knob}:
+            continue  # only the swept knob makes a mode's curve
+        value = float(env[knob]) if knob in env else DEFAULTS[r["mode"]]
         p50, p95 = float(np.percentile(net, 50)), float(np.percentile(net, 95))
-        setting = ", ".join(f"{k}={v}" for k, v in sorted((r.get("env") or {}).items()))
-        by_mode.setdefault(r["mode"], []).append((setting, float(r["passage_turns"]), p50, p95))
+        by_mode.setdefault(r["mode"], []).append((value, float(r["passage_turns"]), p50, p95))
     for mode, points in by_mode.items():
-        points.sort(key=lambda p: _setting_order(p[0]))
-        xs, ys = [p[1] for p in points], [p[2] for p in points]
-        line = ax.plot(xs, ys, "-o", markersize=7, label=mode)[0]
-        for setting, x, p50, p95 in points:
+        points.sort()
+        unit = "ms" if SWEPT[mode].endswith("_MS") else "s"
+        line = ax.plot(
+            [p[1] for p in points],
+            [p[2] for p in points],
+            "-o",
+            markersize=6,
+            label=f"{mode} ({SWEPT[mode]})",
+        )[0]
+        for value, x, p50, p95 in points:
             ax.errorbar(
                 [x], [p50], yerr=[[0], [p95 - p50]], fmt="none", capsize=3, color=line.get_color()
             )
             ax.annotate(
-                f"{setting or 'default'}: {p50:.0f}/{p95:.0f}",
+                f"{value:g} {unit}",
                 (x, p50),
                 textcoords="offset points",
-                xytext=(6, 4),
+                xytext=(5, 3),
                 fontsize=7,
                 color=line.get_color(),
             )
     ax.set_xlabel("user turns committed inside one read sentence (1 is right)")
     ax.set_ylabel("voice-to-voice p50 (bar: p95), ms,\nnet of the stand-in's CPU decode")
     ax.set_xlim(0.5, max(7.5, ax.get_xlim()[1]))
-    ax.set_ylim(0, max(3000, ax.get_ylim()[1]))
+    ax.set_ylim(800, max(3000, ax.get_ylim()[1]))
     ax.set_title("Turn-taking on human speech: responsiveness vs. patience")
-    ax.legend(loc="upper right")
+    ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=110)

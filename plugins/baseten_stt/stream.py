@@ -278,6 +278,12 @@ class SpeechStream(stt.RecognizeStream):
         self._owner.stats.flushes += 1
         self._owner.stats.injected_silence_s += added / self._rate
         self._on_frames_completed()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "baseten flush: sent %.0f ms of silence to end the utterance now",
+                added / self._rate * 1000,
+                extra={"request_id": self._request_id, "wire_s": round(wire_s, 3)},
+            )
 
     def _injected_before_user_time(self, user_s: float) -> float:
         shift = 0.0
