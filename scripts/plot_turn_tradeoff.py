@@ -66,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         )[0]
         for value, x, p50, p95 in points:
             ax.errorbar(
-                [x], [p50], yerr=[[0], [p95 - p50]], fmt="none", capsize=3, color=line.get_color()
+                [x],
+                [p50],
+                yerr=np.array([[0.0], [p95 - p50]]),
+                fmt="none",
+                capsize=3,
+                color=line.get_color(),
             )
             ax.annotate(
                 f"{value:g} {unit}",
