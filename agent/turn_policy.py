@@ -155,7 +155,8 @@ def classify_ending(text: str) -> Ending:
 class TurnDecision:
     """One verdict at a pause: what decided it and how long the silence was held."""
 
-    #: question | statement | statement_sure | continuation | no_final (signals);
+    #: question | statement | statement_sure | continuation | no_final | audio (a final
+    #: without words: the audio model alone) (signals);
     #: audio_end | audio_unlikely (LiveKit's model alone: commit now / wait max_delay)
     signal: str
     eou_probability: float | None  # LiveKit's audio model
@@ -378,7 +379,7 @@ class SignalTurnDetectorStream:
                 signal="audio_unlikely" if below else "audio_end",
                 eou_probability=p,
                 probability=p if p is not None else 0.0,
-                silence_s=time.time() - silence_began,
+                silence_s=round(time.time() - silence_began, 3),
                 decided_at=time.time(),
             )
             d._report(decision)
