@@ -82,3 +82,18 @@ def test_wall_clock_map_finds_the_push_holding_a_time_and_forgets_old_points() -
     assert len(m) == 2 and m.wall_time_at(0.0) == 104.0
     m.forget_before(99.0)  # the newest point always survives
     assert len(m) == 1 and m.wall_time_at(0.0) == 105.0
+
+
+def test_injected_silence_maps_wire_and_user_time_both_ways() -> None:
+    from plugins.baseten_stt.timeline import InjectedSilence
+
+    inj = InjectedSilence()
+    assert not inj and inj.before_wire(5.0) == 0.0 and inj.to_wire(5.0) == 5.0
+    inj.record(2.4, 0.4)  # user audio up to 2.0 s, then 0.4 s injected
+    inj.record(6.4, 0.4)  # user 2.0-5.6 s at wire 2.4-6.0, then 0.4 s more
+    assert inj.before_wire(1.0) == 0.0
+    assert inj.before_wire(3.0) == pytest.approx(0.4)
+    assert inj.before_wire(7.0) == pytest.approx(0.8)
+    for user_s in (0.5, 2.5, 5.0, 6.0, 9.0):
+        wire = inj.to_wire(user_s)
+        assert wire - inj.before_wire(wire) == pytest.approx(user_s)

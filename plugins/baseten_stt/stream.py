@@ -51,7 +51,7 @@ from .protocol import (
     parse_server_message,
 )
 from .stats import TranscriptLatency
-from .timeline import ReplayBuffer, WallClockMap
+from .timeline import InjectedSilence, ReplayBuffer, WallClockMap
 from .transcript import speech_span, to_speech_data
 
 if TYPE_CHECKING:
@@ -154,10 +154,10 @@ class SpeechStream(stt.RecognizeStream):
         self._overflow_reported = 0
         self._wall = WallClockMap()
         # manual_flush: where the last injected silence ended (wire samples), and every
-        # injection as (wire end, seconds) so results map back onto the user's timeline
+        # injection, so results map back onto the user's timeline
         self._flushed_at_samples = 0
         self._ending_input = False
-        self._injections: list[tuple[float, float]] = []
+        self._injected = InjectedSilence()
         self._finalised_until = 0.0
         self._last_final_end = -math.inf
         self._speaking = False
@@ -246,7 +246,7 @@ class SpeechStream(stt.RecognizeStream):
         letting the server wait that silence out in real time we send it at once (zeros,
         faster than real time) and the final comes back after inference alone. The
         injected audio is on the wire timeline only: results are placed on the user's
-        timeline (``_user_shift``), so word times and latencies stay exact.
+        timeline (``InjectedSilence``), so word times and latencies stay exact.
         """
         self._check_input_not_ended()
         self._check_not_closed()
@@ -274,7 +274,7 @@ class SpeechStream(stt.RecognizeStream):
         self._flushed_at_samples = self._pushed_samples
         # The injected stretch takes no wall time: its audio maps to "now".
         self._wall.record(wire_s, time.time())
-        self._injections.append((self._pushed_samples / self._rate, added / self._rate))
+        self._injected.record(self._pushed_samples / self._rate, added / self._rate)
         self._owner.stats.flushes += 1
         self._owner.stats.injected_silence_s += added / self._rate
         self._on_frames_completed()
@@ -284,18 +284,6 @@ class SpeechStream(stt.RecognizeStream):
                 added / self._rate * 1000,
                 extra={"request_id": self._request_id, "wire_s": round(wire_s, 3)},
             )
-
-    def _injected_before_user_time(self, user_s: float) -> float:
-        shift = 0.0
-        for end, d in self._injections:
-            if end - shift - d <= user_s + 1e-9:  # injection began at or before user_s
-                shift += d
-        return shift
-
-    def _user_shift(self, wire_s: float) -> float:
-        """Seconds of injected silence before wire time ``wire_s`` (results after an
-        injection are moved back by it, onto the user's own timeline)."""
-        return sum(d for end, d in self._injections if end <= wire_s + 1e-9)
 
     @property
     def input_ended(self) -> bool:
@@ -786,7 +774,7 @@ class SpeechStream(stt.RecognizeStream):
         # An utterance never spans an injection (the injection ends it), so one shift,
         # taken at its start, holds for all of its words.
         start = result.segments[0].start_time if result.segments else 0.0
-        shift = self._user_shift(conn.base_s + start) if self._injections else 0.0
+        shift = self._injected.before_wire(conn.base_s + start) if self._injected else 0.0
         return to_speech_data(
             result,
             base_s=conn.base_s - shift,
@@ -800,8 +788,7 @@ class SpeechStream(stt.RecognizeStream):
             return
         self._speaking = True
         user_s = max(0.0, data.start_time - self.start_time_offset)
-        wire_s = user_s + self._injected_before_user_time(user_s)
-        start_wall = self._wall.wall_time_at(wire_s)
+        start_wall = self._wall.wall_time_at(self._injected.to_wire(user_s))
         self._event_ch.send_nowait(
             stt.SpeechEvent(
                 type=stt.SpeechEventType.START_OF_SPEECH,

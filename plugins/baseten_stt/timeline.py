@@ -119,3 +119,37 @@ class WallClockMap:
 
     def __len__(self) -> int:
         return len(self._ends)
+
+
+class InjectedSilence:
+    """Silence the stream sent on flushes, which exists on the wire but not in the user's audio.
+
+    Server times and the replay buffer count wire time (every sample sent); word times given
+    to LiveKit count the user's time. ``record`` each injection in wire order; the maps are
+    bisections over cumulative sums, so a long call's many flushes cost O(log n) per result.
+    """
+
+    def __init__(self) -> None:
+        self._wire_ends = array("d")  # wire time at which each injection ended
+        self._totals = array("d")  # injected seconds up to and including each one
+        self._user_at = array("d")  # user time at each one (it takes none of the user's)
+
+    def record(self, wire_end_s: float, seconds: float) -> None:
+        total = (self._totals[-1] if self._totals else 0.0) + seconds
+        self._wire_ends.append(wire_end_s)
+        self._totals.append(total)
+        self._user_at.append(wire_end_s - total)
+
+    def before_wire(self, wire_s: float) -> float:
+        """Injected seconds that ended at or before wire time ``wire_s``."""
+        i = bisect.bisect_right(self._wire_ends, wire_s + 1e-9)
+        return self._totals[i - 1] if i else 0.0
+
+    def to_wire(self, user_s: float) -> float:
+        """The wire time of user time ``user_s`` (user audio after an injection comes later
+        on the wire by everything injected before it)."""
+        i = bisect.bisect_right(self._user_at, user_s + 1e-9)
+        return user_s + (self._totals[i - 1] if i else 0.0)
+
+    def __bool__(self) -> bool:
+        return bool(self._wire_ends)
