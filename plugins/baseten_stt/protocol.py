@@ -1,8 +1,17 @@
-"""The Baseten streaming-Whisper websocket protocol, defined once.
+"""Baseten's streaming-STT websocket protocols, defined once.
 
 Every message shape on the wire lives here and nowhere else: the client plugin
 (`plugins.baseten_stt.stt`), the local server (`localdev.baseten`) and the tests all
-import these models. Reference: ``shared/docs/baseten-protocol.md`` (Gen C schema).
+import these models. Two dialects share the result shape (``TranscriptionResult``):
+
+* **Whisper v1** (``shared/docs/baseten-protocol.md``, Gen C schema): a strict JSON first
+  frame, binary PCM frames of exactly one VAD window, ``end_audio``/``health_check``.
+* **Qwen3-ASR streaming** (``shared/docs/baseten-qwen3-protocol.md`` §2): an optional,
+  tolerant JSON handshake, base64 PCM in ``input_audio_buffer.append`` text frames, and
+  ``input_audio_buffer.commit`` to end an utterance at once.
+
+A third protocol, Baseten's v2 "unified" server, is only *recognised* (``SessionCreated``):
+it speaks first, which neither v1 dialect does.
 
 Two postures, deliberately different:
 
@@ -18,6 +27,7 @@ Two postures, deliberately different:
 
 from __future__ import annotations
 
+import base64
 import enum
 from typing import Annotated, Any, Literal
 
@@ -235,6 +245,45 @@ class TranscriptionResult(_Tolerant):
             data.pop("is_end_of_audio_flush", None)
         return data
 
+    def to_qwen3_wire(self, *, flush_is_final: bool = True) -> dict[str, Any]:
+        """The Qwen3-ASR server's smaller shape (doc §2.3): no ``audio_length_sec``, no
+        log-probs, ``language_code`` as the server put it (a Qwen3 language *name*).
+
+        ``flush_is_final=False`` sends a flush reply without ``is_final`` (one client's
+        tests show such replies; OPEN whether real servers send them).
+        """
+        segments = [
+            {
+                "start_time": s.start_time,
+                "end_time": s.end_time,
+                "text": s.text,
+                **(
+                    {
+                        "word_timestamps": [
+                            {
+                                "word": w.word,
+                                "start_time": w.start_time,
+                                "end_time": w.end_time,
+                                "prob": w.prob,
+                            }
+                            for w in s.word_timestamps
+                        ]
+                    }
+                    if s.word_timestamps
+                    else {}
+                ),
+            }
+            for s in self.segments
+        ]
+        data: dict[str, Any] = {"type": "transcription", "segments": segments}
+        if not (self.is_end_of_audio_flush and not flush_is_final):
+            data["is_final"] = self.is_final
+        data["language_code"] = self.language_code
+        data["transcription_num"] = self.transcription_num
+        if self.is_end_of_audio_flush:
+            data["is_end_of_audio_flush"] = True
+        return data
+
 
 class ErrorType(enum.StrEnum):
     STREAM_ERROR = "STREAM_ERROR"
@@ -269,10 +318,39 @@ class ErrorBody(_Tolerant):
 
 
 class ErrorFrame(_Tolerant):
+    """An error frame in any of the shapes Baseten servers send.
+
+    Whisper v1 nests it: ``{"type":"error","body":{error_type,message,recoverable}}``.
+    Qwen3 clients read a top-level ``message``; sibling Baseten servers send
+    ``{"type":"error","error":"..."}`` (or an OpenAI-realtime-style object there). The
+    Qwen3 shape is OPEN (doc §1), so every one of them is read.
+    """
+
     type: Literal["error"] = "error"
     trace_id: str | None = None
     timestamp: float | None = None
     body: ErrorBody = Field(default_factory=ErrorBody)
+    message: str | None = None
+    error: str | dict[str, Any] | None = None
+    recoverable: bool | None = None
+
+    @property
+    def description(self) -> str:
+        nested = self.error.get("message") if isinstance(self.error, dict) else self.error
+        return (
+            self.body.message
+            or self.body.error
+            or self.message
+            or (str(nested) if nested else None)
+            or "unspecified server error"
+        )
+
+    @property
+    def is_fatal(self) -> bool:
+        """Non-recoverable per the server (either level), or an AUDIO_PROCESSING_ERROR."""
+        if self.recoverable is False:
+            return True
+        return self.body.is_fatal
 
 
 class EndAudioBody(_Tolerant):
@@ -302,8 +380,173 @@ class HealthCheckReply(_Tolerant):
     body: HealthCheckBody = Field(default_factory=HealthCheckBody)
 
 
+# --------------------------------------------------------------------------- Qwen3-ASR dialect
+#: Samples per ``input_audio_buffer.append``: 100 ms at 16 kHz, the convention of every
+#: known client (the server accepts any size). Qwen3 audio is always PCM16 16 kHz mono.
+QWEN3_CHUNK_SAMPLES = PCM_SAMPLE_RATE // 10
+
+#: The languages Qwen3-ASR names (its model card: 30 languages), name -> ISO code. The
+#: handshake's ``audio_language`` and results' ``language_code`` carry the *name*.
+QWEN3_LANGUAGES: dict[str, str] = {
+    "Chinese": "zh",
+    "English": "en",
+    "Cantonese": "yue",
+    "Arabic": "ar",
+    "German": "de",
+    "French": "fr",
+    "Spanish": "es",
+    "Portuguese": "pt",
+    "Indonesian": "id",
+    "Italian": "it",
+    "Korean": "ko",
+    "Russian": "ru",
+    "Thai": "th",
+    "Vietnamese": "vi",
+    "Japanese": "ja",
+    "Turkish": "tr",
+    "Hindi": "hi",
+    "Malay": "ms",
+    "Dutch": "nl",
+    "Swedish": "sv",
+    "Danish": "da",
+    "Finnish": "fi",
+    "Polish": "pl",
+    "Czech": "cs",
+    "Filipino": "fil",
+    "Persian": "fa",
+    "Greek": "el",
+    "Hungarian": "hu",
+    "Macedonian": "mk",
+    "Romanian": "ro",
+}
+_QWEN3_BY_CODE = {code: name for name, code in QWEN3_LANGUAGES.items()}
+_QWEN3_BY_LOWER_NAME = {name.lower(): name for name in QWEN3_LANGUAGES}
+
+
+def qwen3_language_name(language: str) -> str:
+    """What to send as ``audio_language``: ``auto``, or the Qwen3 name of a code or name.
+
+    ``"en"``, ``"English"`` and ``"english"`` all give ``"English"``. Anything else is
+    passed through unchanged: a deployment may know names this table does not (Qwen3
+    also names Chinese dialects), and it is the server's to refuse.
+    """
+    key = language.strip()
+    if key.lower() == "auto":
+        return "auto"
+    return _QWEN3_BY_CODE.get(key.lower()) or _QWEN3_BY_LOWER_NAME.get(key.lower()) or key
+
+
+def qwen3_language_code(name: str | None) -> str:
+    """A result's ``language_code`` (a Qwen3 name) as an ISO code (``English`` -> ``en``,
+    ``Cantonese`` -> ``yue``, ``Filipino`` -> ``fil``); unknown names lower-cased, as the
+    official client does; ``""`` when absent."""
+    if not name:
+        return ""
+    key = name.strip()
+    canonical = _QWEN3_BY_LOWER_NAME.get(key.lower())
+    if canonical is not None:
+        return QWEN3_LANGUAGES[canonical]
+    return key.lower()
+
+
+class Qwen3WhisperParams(_Tolerant):
+    audio_language: str = "auto"
+    show_word_timestamps: bool = False
+    # Possibly honoured (doc §2.1, OPEN); sent only when set.
+    prompt: str | None = None
+
+
+class Qwen3StreamingParams(_Tolerant):
+    enable_partial_transcripts: bool = True
+    partial_transcript_interval_s: float = 0.5
+    final_transcript_max_duration_s: float = 30
+
+
+class Qwen3VadConfig(_Tolerant):
+    threshold: float = 0.5
+    min_silence_duration_ms: int = 500
+    speech_pad_ms: int = 100
+
+
+class Qwen3Handshake(_Tolerant):
+    """The optional first text frame of a Qwen3-ASR stream.
+
+    *Tolerant*, unlike ``StreamingWhisperInput``: the server ignores unknown keys and
+    accepts partial handshakes (a missing section means the deployment's defaults, which
+    are these fields' defaults, the official client's). No ``encoding``/``sample_rate``:
+    audio is always PCM16 16 kHz mono.
+    """
+
+    whisper_params: Qwen3WhisperParams | None = None
+    streaming_params: Qwen3StreamingParams | None = None
+    streaming_vad_config: Qwen3VadConfig | None = None
+
+    def to_wire(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+    @property
+    def whisper(self) -> Qwen3WhisperParams:
+        return self.whisper_params or Qwen3WhisperParams()
+
+    @property
+    def streaming(self) -> Qwen3StreamingParams:
+        return self.streaming_params or Qwen3StreamingParams()
+
+    @property
+    def vad(self) -> Qwen3VadConfig:
+        return self.streaming_vad_config or Qwen3VadConfig()
+
+
+class InputAudioAppend(_Tolerant):
+    """``{"type":"input_audio_buffer.append","audio":"<base64 PCM16 LE 16 kHz mono>"}``."""
+
+    type: Literal["input_audio_buffer.append"] = "input_audio_buffer.append"
+    audio: str
+
+    @property
+    def pcm(self) -> bytes:
+        """The decoded audio (``binascii.Error``, a ``ValueError``, if not base64)."""
+        return base64.b64decode(self.audio, validate=True)
+
+
+class InputAudioCommit(_Tolerant):
+    """Transcribe what is buffered now; answered by a ``TranscriptionResult`` with
+    ``is_end_of_audio_flush: true`` (empty when the buffer was)."""
+
+    type: Literal["input_audio_buffer.commit"] = "input_audio_buffer.commit"
+
+
+def append_message(pcm_le: bytes) -> str:
+    """One append frame. Built by hand: this runs ~10 times a second per stream and the
+    shape is fixed, so a model round trip per chunk would be pure overhead."""
+    audio = base64.b64encode(pcm_le).decode()
+    return '{"type":"input_audio_buffer.append","audio":"' + audio + '"}'
+
+
+COMMIT_MESSAGE = InputAudioCommit().model_dump_json()
+
+Qwen3ClientMessage = Annotated[InputAudioAppend | InputAudioCommit, Field(discriminator="type")]
+_QWEN3_CLIENT_MESSAGE = TypeAdapter(Qwen3ClientMessage)
+
+
+def parse_qwen3_client_message(raw: str | bytes) -> InputAudioAppend | InputAudioCommit:
+    """Parse a Qwen3 client text frame after the handshake (``ValidationError`` if not)."""
+    return _QWEN3_CLIENT_MESSAGE.validate_json(raw)
+
+
+# --------------------------------------------------------------------------- v2 (recognised only)
+class SessionCreated(_Tolerant):
+    """The v2 "unified" STT server's first frame, sent before the client says anything.
+
+    No v1 server sends it, so it identifies an endpoint this plugin cannot talk to.
+    """
+
+    type: Literal["session.created"] = "session.created"
+    session: dict[str, Any] | None = None
+
+
 ServerMessage = Annotated[
-    TranscriptionResult | ErrorFrame | EndAudioReply | HealthCheckReply,
+    TranscriptionResult | ErrorFrame | EndAudioReply | HealthCheckReply | SessionCreated,
     Field(discriminator="type"),
 ]
 _SERVER_MESSAGE = TypeAdapter(ServerMessage)
