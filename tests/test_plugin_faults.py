@@ -216,14 +216,14 @@ async def test_schema_rejection_1011_is_non_retryable(
 ) -> None:
     # A deployment speaking another schema generation rejects our first message (Gen A
     # key here) with 1011, exactly like the local server's strict validation.
-    original = STTOptions.first_message
+    original = STTOptions.whisper_first_message
 
     def gen_a(self: STTOptions) -> str:
         msg = json.loads(original(self))
         msg["vad_params"] = {"threshold": 0.5}
         return json.dumps(msg)
 
-    monkeypatch.setattr(STTOptions, "first_message", gen_a)
+    monkeypatch.setattr(STTOptions, "whisper_first_message", gen_a)
     srv = await baseten_server(api_key=KEY)
     stt = make_stt(srv)
     pcm, _ = plugin_speech([TEST_PHRASES[0]])

@@ -9,14 +9,42 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 from .protocol import (
     Encoding,
+    Qwen3Handshake,
+    Qwen3StreamingParams,
+    Qwen3VadConfig,
+    Qwen3WhisperParams,
     StreamingParams,
     StreamingVadConfig,
     StreamingWhisperInput,
     WhisperParams,
+    qwen3_language_name,
 )
+
+STTModel = Literal["whisper", "qwen3-asr"]
+MODELS: tuple[STTModel, ...] = ("whisper", "qwen3-asr")
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """Where a model's defaults differ. Whisper: the LiveKit integration guide's server VAD
+    and word times on (they give ``speech_end_time``). Qwen3-ASR: the official plugin's
+    (1.8.9), which its author describes as each deployment's own; word times off because
+    they need an aligner on the deployment (``STREAM_ALIGNER=mms``), else they are ignored."""
+
+    language: str
+    vad_min_silence_duration_ms: int
+    vad_speech_pad_ms: int
+    show_word_timestamps: bool
+
+
+MODEL_DEFAULTS: dict[str, ModelDefaults] = {
+    "whisper": ModelDefaults("en", 300, 30, True),
+    "qwen3-asr": ModelDefaults("auto", 500, 100, False),
+}
 
 #: Server clamps ``final_transcript_max_duration_s`` above this with a warning.
 SERVER_MAX_UTTERANCE_S = 30
@@ -26,6 +54,9 @@ MIN_REPLAY_BUFFER_S = 10.0
 
 @dataclass
 class STTOptions:
+    # Which Baseten protocol the deployment speaks (``dialect.py``); the defaults below are
+    # Whisper's, ``for_model`` gives each model's.
+    model: STTModel = "whisper"
     # -- whisper_params ------------------------------------------------------------------
     language: str = "en"  # server default; "auto" = detect
     language_options: list[str] = field(default_factory=list)  # omitted on the wire when empty
@@ -61,6 +92,19 @@ class STTOptions:
     # silence at once instead of waiting it out in real time (stream.flush).
     manual_flush: bool = True
 
+    @classmethod
+    def for_model(cls, model: str, **options: object) -> STTOptions:
+        """Options with ``model``'s defaults (``MODEL_DEFAULTS``) under ``options``."""
+        if model not in MODEL_DEFAULTS:
+            raise ValueError(
+                f"model must be one of {', '.join(repr(m) for m in MODELS)} (the Baseten "
+                f"streaming protocols this plugin speaks), got {model!r}"
+            )
+        defaults = dataclasses.asdict(MODEL_DEFAULTS[model])
+        opts = cls(model=model, **{**defaults, **options})  # type: ignore[arg-type]
+        opts.validate()
+        return opts
+
     @property
     def sample_rate(self) -> int:
         return self.encoding.sample_rate
@@ -78,6 +122,19 @@ class STTOptions:
         def finite(x: float) -> bool:
             return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
+        need(
+            self.model in MODELS,
+            f"model must be one of {', '.join(repr(m) for m in MODELS)}, got {self.model!r}",
+        )
+        if self.model == "qwen3-asr":
+            need(
+                self.encoding is Encoding.PCM_S16LE,
+                "encoding must be 'pcm_s16le' for qwen3-asr (its audio is always PCM16 16 kHz)",
+            )
+            need(
+                not self.language_options,
+                "language_options is a Whisper option; qwen3-asr takes one language or 'auto'",
+            )
         need(
             isinstance(self.language, str) and bool(self.language.strip()),
             "language must be a non-empty language code such as 'en' or 'auto', "
@@ -137,6 +194,34 @@ class STTOptions:
         )
 
     def first_message(self) -> str:
+        """The first text frame of this model's protocol."""
+        if self.model == "qwen3-asr":
+            return self.qwen3_handshake()
+        return self.whisper_first_message()
+
+    def qwen3_handshake(self) -> str:
+        """The Qwen3-ASR handshake: every section the official client sends, with our
+        values; ``audio_language`` as a Qwen3 name (``en`` -> ``English``); ``prompt``
+        only when set (possibly honoured, doc §2.1)."""
+        return Qwen3Handshake(
+            whisper_params=Qwen3WhisperParams(
+                audio_language=qwen3_language_name(self.language),
+                show_word_timestamps=self.show_word_timestamps,
+                prompt=self.prompt or None,
+            ),
+            streaming_params=Qwen3StreamingParams(
+                enable_partial_transcripts=self.enable_partial_transcripts,
+                partial_transcript_interval_s=self.partial_transcript_interval_s,
+                final_transcript_max_duration_s=self.final_transcript_max_duration_s,
+            ),
+            streaming_vad_config=Qwen3VadConfig(
+                threshold=self.vad_threshold,
+                min_silence_duration_ms=self.vad_min_silence_duration_ms,
+                speech_pad_ms=self.vad_speech_pad_ms,
+            ),
+        ).to_wire()
+
+    def whisper_first_message(self) -> str:
         """The ``StreamingWhisperInput`` frame, carrying only the fields we set.
 
         Optional keys (``prompt``, ``language_options``) are omitted when empty because

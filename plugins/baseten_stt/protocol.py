@@ -459,7 +459,7 @@ class Qwen3WhisperParams(_Tolerant):
 class Qwen3StreamingParams(_Tolerant):
     enable_partial_transcripts: bool = True
     partial_transcript_interval_s: float = 0.5
-    final_transcript_max_duration_s: float = 30
+    final_transcript_max_duration_s: int | float = 30
 
 
 class Qwen3VadConfig(_Tolerant):

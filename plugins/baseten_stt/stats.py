@@ -27,8 +27,11 @@ class STTStats:
     duplicate_finals_dropped: int = 0
     frames_sent: int = 0  # binary audio frames sent (including replays)
     audio_seconds: float = 0.0  # audio the streams sent (no replays; flush silence included)
-    flushes: int = 0  # manual flushes that sent the end-of-utterance silence at once
-    injected_silence_s: float = 0.0  # seconds of silence those flushes sent
+    flushes: int = 0  # manual flushes (silence sent at once, or a commit)
+    injected_silence_s: float = 0.0  # seconds of silence / frame padding those flushes sent
+    commits_sent: int = 0  # Qwen3 input_audio_buffer.commit (flushes, end of stream, replays)
+    commit_replies: int = 0  # flush replies received
+    last_commit_reply_s: float | None = None  # newest commit -> reply time
     last_rtt_s: float | None = None  # newest health_check round trip
 
 

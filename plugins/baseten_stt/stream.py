@@ -1,16 +1,24 @@
-"""One streaming recognition session: connection loop, replay, event synthesis.
+"""One streaming recognition session: the stream core every Baseten dialect shares.
 
 Shape follows LiveKit's streaming plugins (``_run`` with send/recv/keepalive tasks and a
-reconnect event), with the Baseten specifics from ``shared/docs/baseten-protocol.md``:
+reconnect event). What differs between Baseten's protocols (first message, audio framing,
+commit, end of stream, keepalive) comes from a :class:`~.dialect.Dialect`; the rest is here,
+written once:
 
-* audio leaves as exact 512-sample frames (256 for mu-law), the tail zero-padded;
+* audio leaves in fixed frames (Whisper: one 512-sample VAD window, 256 for mu-law;
+  Qwen3-ASR: 100 ms), the tail zero-padded;
 * every frame is kept in a :class:`ReplayBuffer` until a final covers it, so a dropped,
   stalled or crashed connection is resumed on a new one by replaying exactly the audio
-  the server had not finalised: no word lost, none transcribed twice;
+  the server had not finalised (and re-sending any commit it had not answered): no word
+  lost, none transcribed twice;
 * server times restart at 0 on each connection; we keep our own audio timeline (stream
   time) and place each connection's results at the stream time its first frame had;
-* START/END_OF_SPEECH are synthesised (the server sends none), usage and latency are
-  reported, end of input is ``end_audio`` -> ``finished`` -> close 1000.
+* START/END_OF_SPEECH are synthesised (the servers send none), usage and latency are
+  reported; end of input is the dialect's (``end_audio`` -> ``finished``, or a last commit
+  -> its flush reply), then close 1000;
+* connect failures, drops, stalls and fatal errors share one budget of attempts without
+  progress; when it is spent the error is final (not retried by the framework, whose own
+  counter restarts after every attempt longer than the connect timeout).
 """
 
 from __future__ import annotations
@@ -21,9 +29,9 @@ import itertools
 import logging
 import math
 import random
-import sys
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -33,21 +41,18 @@ import pydantic
 from livekit import rtc
 from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError, stt, utils
 
-from . import mulaw
 from .connect import open_websocket
+from .dialect import dialect_for
 from .log import logger
 from .models import STTOptions
 from .protocol import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_UNSUPPORTED,
-    Encoding,
-    EndAudioReply,
     ErrorFrame,
     ErrorType,
     HealthCheckReply,
+    SessionCreated,
     TranscriptionResult,
-    end_audio_message,
-    health_check_message,
     parse_server_message,
 )
 from .stats import TranscriptLatency
@@ -56,8 +61,6 @@ from .transcript import speech_span, to_speech_data
 
 if TYPE_CHECKING:
     from .stt import STT
-
-_BIG_ENDIAN = sys.byteorder == "big"
 
 #: RECOGNITION_USAGE cadence in seconds of audio (LiveKit's Deepgram plugin uses 5 s).
 USAGE_INTERVAL_S = 5.0
@@ -74,6 +77,12 @@ DUPLICATE_TOLERANCE_S = 0.032
 #: server's VAD decides per 32 ms window, so one more window guarantees it has counted the
 #: full silence whatever the phase of its windows.
 FLUSH_MARGIN_FRAMES = 1
+#: How often a dialect without a probe message (Qwen3-ASR) checks for a server that owes a
+#: reply: often enough that a stall is noticed within a second of its timeout.
+WATCHDOG_INTERVAL_S = 0.5
+#: Connection-loss kinds that are the server's normal behaviour, not failures: they neither
+#: spend the retry budget nor log a warning.
+_EXPECTED_LOSSES = frozenset({"update", "closed_after_commit"})
 
 
 class _ConnectionLost(Exception):
@@ -104,10 +113,15 @@ class _Conn:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     last_error: str | None = None
     health_pending: dict[str, float] = field(default_factory=dict)
+    # commits (frame index each ends at -> monotonic send time) awaiting their flush reply
+    commits_awaiting: dict[int, float] = field(default_factory=dict)
+    last_commit_sent: int = -1  # frame index of the newest commit sent on this socket
+    flush_replies: int = 0
+    last_audio_sent: float = 0.0
 
 
 class SpeechStream(stt.RecognizeStream):
-    """A Baseten streaming-Whisper session; create it with ``STT.stream()``."""
+    """A Baseten streaming session (any dialect); create it with ``STT.stream()``."""
 
     def __init__(
         self,
@@ -128,14 +142,13 @@ class SpeechStream(stt.RecognizeStream):
         self._session = http_session
         self._ssl_context = ssl_context
         self._request_id = uuid.uuid4().hex
-        self._encoding = opts.encoding
-        self._frame_samples = opts.encoding.frame_samples
+        self._dialect = dialect_for(opts)
+        self._frame_samples = self._dialect.frame_samples
         self._frame_s = self._frame_samples / opts.sample_rate
         # audio timeline (stream time), persistent across connections and _run retries
-        self._frame_bytes = opts.encoding.frame_bytes
+        self._frame_bytes = self._dialect.wire_frame_bytes
         self._rate = opts.sample_rate  # the encoding's; fixed for the stream's life
-        # s16le on a little-endian host: pending bytes are already wire bytes
-        self._raw_is_wire = opts.encoding is Encoding.PCM_S16LE and not _BIG_ENDIAN
+        self._fallback_language = self._dialect.language_code(opts.language) or opts.language
         # Pushed audio not yet cut into protocol frames: native int16 mono at the
         # encoding's rate, as raw bytes (a numpy join/slice per 20 ms frame cost 6x more).
         self._pending = bytearray()
@@ -158,6 +171,10 @@ class SpeechStream(stt.RecognizeStream):
         self._flushed_at_samples = 0
         self._ending_input = False
         self._injected = InjectedSilence()
+        # Qwen3 commits not yet answered, as the frame index each ends at (stream order).
+        # Kept across connections: one lost with a socket is sent again after the replay.
+        self._commit_marks: deque[int] = deque()
+        self._newest_mark = 0
         self._finalised_until = 0.0
         self._last_final_end = -math.inf
         self._speaking = False
@@ -240,13 +257,18 @@ class SpeechStream(stt.RecognizeStream):
     def flush(self) -> None:
         """Drain the resampler and, with ``manual_flush``, end the open utterance now.
 
-        Baseten's protocol has no finalize message: its server VAD ends an utterance after
-        ``vad_min_silence_duration_ms`` of silence, counted in *audio* time. LiveKit flushes
-        when its own VAD or turn detector has already heard the user stop, so instead of
-        letting the server wait that silence out in real time we send it at once (zeros,
-        faster than real time) and the final comes back after inference alone. The
-        injected audio is on the wire timeline only: results are placed on the user's
-        timeline (``InjectedSilence``), so word times and latencies stay exact.
+        LiveKit flushes when its own VAD or turn detector has already heard the user stop;
+        waiting for the server's VAD to hear the same silence in real time would add
+        ``vad_min_silence_duration_ms`` to every final.
+
+        * Qwen3-ASR has a message for it: the buffered audio (tail zero-padded to a whole
+          frame) is followed by ``input_audio_buffer.commit``, answered by a final.
+        * Whisper v1 has none: its server VAD ends an utterance after that much silence
+          counted in *audio* time, so we send the silence at once (zeros, faster than real
+          time) and the final comes back after inference alone.
+
+        Padding and injected silence exist on the wire timeline only: results are placed
+        on the user's timeline (``InjectedSilence``), so word times and latencies stay exact.
         """
         self._check_input_not_ended()
         self._check_not_closed()
@@ -257,33 +279,46 @@ class SpeechStream(stt.RecognizeStream):
             if self._pushed_samples >= self._next_wall_mark:
                 self._on_frames_completed()
         if self._opts.manual_flush and not self._ending_input:
-            self._inject_end_of_utterance_silence()
+            self._end_utterance_now()
 
-    def _inject_end_of_utterance_silence(self) -> None:
-        # Nothing new since the last flush: the server already has its silence.
+    def _end_utterance_now(self) -> None:
+        # Nothing new since the last flush: the server already has its silence / commit.
         if self._pushed_samples <= self._flushed_at_samples:
             return
         n = self._frame_samples
         tail = (-self._pushed_samples) % n  # pad the partial frame of real audio first
-        silence_s = (self._opts.vad_min_silence_duration_ms + self._opts.vad_speech_pad_ms) / 1000
-        frames = math.ceil(silence_s * self._rate / n) + FLUSH_MARGIN_FRAMES
-        added = tail + frames * n
+        if self._dialect.can_commit:
+            added, what = tail, "commit"
+        else:
+            silence_s = (
+                self._opts.vad_min_silence_duration_ms + self._opts.vad_speech_pad_ms
+            ) / 1000
+            frames = math.ceil(silence_s * self._rate / n) + FLUSH_MARGIN_FRAMES
+            added, what = tail + frames * n, "silence"
         wire_s = self._pushed_samples / self._rate
         self._pending += bytes(2 * added)
         self._pushed_samples += added
         self._flushed_at_samples = self._pushed_samples
         # The injected stretch takes no wall time: its audio maps to "now".
         self._wall.record(wire_s, time.time())
-        self._injected.record(self._pushed_samples / self._rate, added / self._rate)
+        if added:
+            self._injected.record(self._pushed_samples / self._rate, added / self._rate)
+        if self._dialect.can_commit:
+            self._add_commit_mark(self._pushed_samples // n)
         self._owner.stats.flushes += 1
         self._owner.stats.injected_silence_s += added / self._rate
         self._on_frames_completed()
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
-                "baseten flush: sent %.0f ms of silence to end the utterance now",
+                "baseten flush: %s to end the utterance now (%.0f ms of padding)",
+                what,
                 added / self._rate * 1000,
                 extra={"request_id": self._request_id, "wire_s": round(wire_s, 3)},
             )
+
+    def _add_commit_mark(self, frames: int) -> None:
+        self._commit_marks.append(frames)
+        self._newest_mark = frames
 
     @property
     def input_ended(self) -> bool:
@@ -320,17 +355,9 @@ class SpeechStream(stt.RecognizeStream):
             # timeline counts audio and is already continuous, so undo that shift.
             self.start_time_offset = self._timeline_origin
         while True:
-            t0 = time.perf_counter()
-            ws = await open_websocket(
-                session=self._session,
-                url=self._url,
-                api_key=self._api_key,
-                ssl_context=self._ssl_context,  # type: ignore[arg-type]
-                connect_timeout_s=self._conn_options.timeout,
-                cold_start_timeout_s=self._opts.cold_start_timeout_s,
-                on_handshake_retry=self._on_handshake_retry,
-            )
-            self._report_connection_acquired(time.perf_counter() - t0, False)
+            ws = await self._connect()
+            if ws is None:
+                continue  # a connect failure within the budget; backed off already
             self._owner.stats.connections += 1
             if self._connections > 0:
                 self._reconnects += 1
@@ -340,36 +367,71 @@ class SpeechStream(stt.RecognizeStream):
                 await self._run_connection(ws)
                 return
             except _ConnectionLost as e:
-                self._failures_without_progress += 1
-                if e.kind == "stall":
-                    self._owner.stats.stalls += 1
-                budget = max(1, self._conn_options.max_retry)
-                extra = {
-                    "request_id": self._request_id,
-                    "reason": e.reason,
-                    "kind": e.kind,
-                    "unfinalised_s": round(len(self._replay) * self._frame_s, 3),
-                    "attempt": self._failures_without_progress,
-                }
-                if e.kind == "update":
-                    self._failures_without_progress = 0
-                    logger.info("baseten stream reconnecting to apply new options", extra=extra)
-                    continue
-                if self._failures_without_progress > budget:
-                    self._failures_without_progress = 0
-                    raise APIConnectionError(
-                        f"Baseten connection lost ({e.reason}) {budget + 1} times without progress"
-                    ) from None
-                logger.warning(
-                    "baseten connection lost (%s); resuming with replay", e.reason, extra=extra
-                )
-                if self._failures_without_progress > 1:
-                    await asyncio.sleep(
-                        random.uniform(0, min(2.0, 0.2 * 2**self._failures_without_progress))
-                    )
+                await self._after_loss(e)
             finally:
                 with contextlib.suppress(Exception):
                     await ws.close()
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse | None:
+        """Open a socket; a retryable connect failure (timeout, refused) spends the budget.
+
+        Counted here rather than left to the framework: an attempt that outlives
+        ``conn_options.timeout`` resets LiveKit's retry counter, so a connect that times
+        out every time would be retried forever and a dead endpoint never reported (the
+        official client's defect 8). 5xx/429 upgrades are waited out by ``open_websocket``
+        within ``cold_start_timeout_s`` and raise on their own.
+        """
+        t0 = time.perf_counter()
+        try:
+            ws = await open_websocket(
+                session=self._session,
+                url=self._url,
+                api_key=self._api_key,
+                ssl_context=self._ssl_context,  # type: ignore[arg-type]
+                connect_timeout_s=self._conn_options.timeout,
+                cold_start_timeout_s=self._opts.cold_start_timeout_s,
+                on_handshake_retry=self._on_handshake_retry,
+            )
+        except APIStatusError:
+            raise
+        except APIConnectionError as e:
+            if not e.retryable:
+                raise
+            await self._after_loss(_ConnectionLost(e.message, kind="connect"))
+            return None
+        self._report_connection_acquired(time.perf_counter() - t0, False)
+        return ws
+
+    async def _after_loss(self, e: _ConnectionLost) -> None:
+        """Decide what a lost connection costs: resume, or give up for good."""
+        extra = {
+            "request_id": self._request_id,
+            "reason": e.reason,
+            "kind": e.kind,
+            "unfinalised_s": round(len(self._replay) * self._frame_s, 3),
+        }
+        if e.kind in _EXPECTED_LOSSES:
+            self._failures_without_progress = 0
+            logger.info("baseten stream reconnecting (%s)", e.reason, extra=extra)
+            return
+        self._failures_without_progress += 1
+        if e.kind == "stall":
+            self._owner.stats.stalls += 1
+        budget = max(1, self._conn_options.max_retry)
+        extra["attempt"] = self._failures_without_progress
+        if self._failures_without_progress > budget:
+            self._failures_without_progress = 0
+            # Not retryable: this budget already was the retrying, and the framework's
+            # own counter would restart (see _connect). A FallbackAdapter moves on now.
+            raise APIConnectionError(
+                f"Baseten connection lost ({e.reason}) {budget + 1} times without progress",
+                retryable=False,
+            ) from None
+        logger.warning("baseten connection lost (%s); resuming with replay", e.reason, extra=extra)
+        if self._failures_without_progress > 1:
+            await asyncio.sleep(
+                random.uniform(0, min(2.0, 0.2 * 2**self._failures_without_progress))
+            )
 
     def _on_handshake_retry(self, status: int, delay: float) -> None:
         self._owner.stats.handshake_retries += 1
@@ -378,7 +440,7 @@ class SpeechStream(stt.RecognizeStream):
         conn = _Conn(ws=ws, base_s=self._replay.start_s)
         self._reconnect_event.clear()
         self._pending_update = False
-        await self._send(conn, self._opts.first_message())
+        await self._send(conn, self._dialect.first_message(self._opts))
         tasks = [
             asyncio.create_task(self._send_loop(conn), name="baseten.send"),
             asyncio.create_task(self._recv_loop(conn), name="baseten.recv"),
@@ -422,14 +484,9 @@ class SpeechStream(stt.RecognizeStream):
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as e:
             raise _SendFailed(f"send failed: {type(e).__name__}") from None
 
-    def _encode(self, raw: bytearray) -> bytes:
-        """Wire bytes of one frame of native int16 samples."""
-        if self._encoding is Encoding.PCM_MULAW:
-            return mulaw.encode(np.frombuffer(raw, dtype=np.int16))
-        return np.frombuffer(raw, dtype=np.int16).astype("<i2").tobytes()
-
     async def _send_loop(self, conn: _Conn) -> None:
-        replayed = len(self._replay)
+        replay = self._replay
+        replayed = len(replay)
         if replayed and self._connections > 1:
             self._owner.stats.replayed_frames += replayed
             logger.info(
@@ -437,8 +494,15 @@ class SpeechStream(stt.RecognizeStream):
                 replayed * self._frame_s,
                 extra={"request_id": self._request_id, "frames": replayed},
             )
-        for frame in self._replay.frames():
-            await self._send(conn, frame)
+        # A commit whose audio is all finalised already still gets its (empty) reply, which
+        # keeps replies and commits paired one to one.
+        await self._send_due_commits(conn, replay.first_index)
+        audio_message = self._dialect.audio_message
+        for i, frame in enumerate(replay.frames(), start=replay.first_index + 1):
+            await self._send(conn, audio_message(frame))
+            conn.last_audio_sent = time.monotonic()
+            if self._commit_marks:
+                await self._send_due_commits(conn, i)
         self._owner.stats.frames_sent += replayed
         if not self._input_done:
             loop = asyncio.get_running_loop()
@@ -456,15 +520,35 @@ class SpeechStream(stt.RecognizeStream):
                     await waiter
             tail = len(self._pending) % self._pending_frame_bytes
             if tail:
-                # The server's VAD accepts only whole windows: zero-pad the tail.
+                # Whole frames only (the Whisper server's VAD accepts nothing else): zero-pad.
                 self._pending += bytes(self._pending_frame_bytes - tail)
             await self._send_pending(conn)
             self._input_done = True
             self._report_usage(final=True)
         conn.end_sent = True
         conn.end_sent_at = time.monotonic()
-        await self._send(conn, end_audio_message())
+        if self._dialect.can_commit:
+            end = replay.next_index
+            if end > self._newest_mark:
+                self._add_commit_mark(end)
+            await self._send_due_commits(conn, end)
+            if not self._commit_marks:
+                conn.finished.set()  # the last commit was answered and no audio came after
+        else:
+            await self._send(conn, self._dialect.end_of_stream_message())
         await self._await_finished(conn)
+
+    async def _send_due_commits(self, conn: _Conn, sent_frames: int) -> None:
+        """Send every commit whose audio (frames before its mark) is now on this socket."""
+        for mark in self._commit_marks:
+            if mark > sent_frames:
+                break
+            if mark <= conn.last_commit_sent:
+                continue
+            await self._send(conn, self._dialect.commit_message())
+            conn.commits_awaiting[mark] = time.monotonic()
+            conn.last_commit_sent = mark
+            self._owner.stats.commits_sent += 1
 
     async def _send_pending(self, conn: _Conn) -> None:
         """Cut every whole protocol frame off the pending audio, keep it, send it."""
@@ -474,7 +558,9 @@ class SpeechStream(stt.RecognizeStream):
             return
         ws = conn.ws
         replay = self._replay
-        encode = bytes if self._raw_is_wire else self._encode
+        encode = self._dialect.encode
+        audio_message = self._dialect.audio_message
+        marks = self._commit_marks
         sent = 0
         try:
             while len(pending) >= size:
@@ -484,11 +570,19 @@ class SpeechStream(stt.RecognizeStream):
                 replay.append(frame)
                 if ws.closed:
                     raise _SendFailed("socket closed while sending")
-                await ws.send_bytes(frame)
+                msg = audio_message(frame)
+                if isinstance(msg, bytes):
+                    await ws.send_bytes(msg)
+                else:
+                    await ws.send_str(msg)
                 sent += 1
+                if marks and marks[-1] > conn.last_commit_sent:
+                    await self._send_due_commits(conn, replay.next_index)
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as e:
             raise _SendFailed(f"send failed: {type(e).__name__}") from None
         finally:
+            if sent:
+                conn.last_audio_sent = time.monotonic()
             self._owner.stats.frames_sent += sent
             if replay.overflowed > self._overflow_reported:
                 self._report_overflow()
@@ -509,18 +603,19 @@ class SpeechStream(stt.RecognizeStream):
         """Wait for ``finished`` while the server keeps making progress.
 
         The server first works through its queue (slow inference can take a while), so
-        the timeout counts from the newest server frame, not from ``end_audio``. If it
-        goes quiet with an utterance still open, its words exist only in our replay
-        buffer: resume on a new connection instead of dropping them.
+        the timeout counts from the newest server frame, not from the end message. If it
+        goes quiet with an utterance still open, or without answering our last commit
+        (whose final may hold words), those words exist only in our replay buffer: resume
+        on a new connection instead of dropping them.
         """
         timeout = self._opts.finish_timeout_s
         while not conn.finished.is_set():
             idle_since = max(conn.last_rx, conn.end_sent_at)
             remaining = idle_since + timeout - time.monotonic()
             if remaining <= 0:
-                if self._speaking:
+                if self._speaking or self._commit_marks:
                     raise _ConnectionLost(
-                        f"no reply to end_audio for {timeout:g} s with an utterance open",
+                        f"no reply to the end of audio for {timeout:g} s with an utterance open",
                         kind="stall",
                     )
                 logger.warning(
@@ -549,13 +644,25 @@ class SpeechStream(stt.RecognizeStream):
 
     # ------------------------------------------------------------------ keepalive
     async def _keepalive_loop(self, conn: _Conn) -> None:
-        """health_check every ``keepalive_interval_s``: keeps a silent caller's socket
-        busy, measures RTT and detects a wedged server (once it has proven it answers)."""
+        """Keep the socket busy and notice a server that has stopped answering.
+
+        Whisper: ``health_check`` every ``keepalive_interval_s``, which keeps a silent
+        caller's socket busy, measures RTT and detects a wedged server (once it has proven
+        it answers). Qwen3-ASR has no probe, so a watchdog judges what the server *owes*:
+        the reply to a commit, or results for an utterance it has started (``_owed_reply``).
+        Dead TCP is caught by transport pings in both (``connect.py``).
+        """
         interval = self._opts.keepalive_interval_s
         while True:
+            now = time.monotonic()
+            trace_id = f"{self._request_id[:8]}-{next(self._health_ids)}"
+            probe = self._dialect.keepalive_message(trace_id, time.time())
+            if probe is None:
+                self._check_owed_reply(conn, now)
+                await asyncio.sleep(min(interval, WATCHDOG_INTERVAL_S))
+                continue
             # Probe first, then wait: an early reply proves the server answers health
             # checks, which arms stall detection before anything can go wrong.
-            now = time.monotonic()
             if conn.health_pending and self._health_supported:
                 # Stalled = a probe unanswered AND nothing else heard for the whole
                 # window: a server busy sending results (e.g. draining its queue after
@@ -566,12 +673,31 @@ class SpeechStream(stt.RecognizeStream):
                     raise _ConnectionLost(
                         f"no health_check reply for {now - oldest:.1f} s", kind="stall"
                     )
-            trace_id = f"{self._request_id[:8]}-{next(self._health_ids)}"
             conn.health_pending[trace_id] = now
-            await self._send(
-                conn, health_check_message(trace_id, time.time(), get_partial_interval=False)
-            )
+            await self._send(conn, probe)
             await asyncio.sleep(interval)
+
+    def _check_owed_reply(self, conn: _Conn, now: float) -> None:
+        """Raise a stall if the server owes a reply and has been silent too long.
+
+        * a commit unanswered for ``finish_timeout_s`` (its final is inference alone);
+        * an utterance it has started (a partial arrived) with audio still flowing and
+          nothing heard for ``stall_timeout_s`` (partials come every
+          ``partial_transcript_interval_s`` of speech, so silence that long is a hang).
+        """
+        quiet = now - conn.last_rx
+        if conn.commits_awaiting:
+            since = max(min(conn.commits_awaiting.values()), conn.last_rx)
+            if now - since > self._opts.finish_timeout_s:
+                raise _ConnectionLost(f"no reply to a commit for {now - since:.1f} s", kind="stall")
+        if (
+            self._speaking
+            and quiet > self._opts.stall_timeout_s
+            and conn.last_audio_sent > conn.last_rx
+        ):
+            raise _ConnectionLost(
+                f"no result for {quiet:.1f} s with an utterance open", kind="stall"
+            )
 
     # ------------------------------------------------------------------ receive side
     async def _recv_loop(self, conn: _Conn) -> None:
@@ -596,10 +722,23 @@ class SpeechStream(stt.RecognizeStream):
                 raise _ConnectionLost(f"websocket error: {type(msg.data).__name__}")
 
     def _on_close(self, conn: _Conn, code: int | None, reason: str) -> None:
-        if conn.end_sent and self._input_done and code == aiohttp.WSCloseCode.OK:
+        normal = code == aiohttp.WSCloseCode.OK
+        if self._commit_marks and conn.commits_awaiting:
+            # A close before the reply to our commit: that final would be lost. Resume
+            # and commit again on a new socket (never a silent success: official defect 3).
+            raise _ConnectionLost(
+                f"server closed ({code}) before replying to a commit", kind="drop"
+            )
+        if conn.end_sent and self._input_done and normal:
             # Servers that close instead of saying "finished" (older runtimes).
             conn.finished.set()
             return
+        if self._dialect.can_commit and normal and conn.flush_replies and conn.last_error is None:
+            # A one-turn-per-socket server (multi-turn after commit is OPEN, doc §2.2):
+            # carry on on a new socket; nothing was owed.
+            raise _ConnectionLost(
+                "server closed after answering a commit", kind="closed_after_commit"
+            )
         if conn.last_error is not None:
             self._owner.stats.fatal_errors += 1
             raise _ConnectionLost(
@@ -607,6 +746,7 @@ class SpeechStream(stt.RecognizeStream):
             )
         if (
             code == CLOSE_INTERNAL_ERROR
+            and self._dialect.strict_first_message
             and not conn.got_message
             and (time.monotonic() - conn.opened_at < SCHEMA_REJECT_WINDOW_S)
         ):
@@ -641,9 +781,14 @@ class SpeechStream(stt.RecognizeStream):
             self._on_transcription(conn, msg)
         elif isinstance(msg, ErrorFrame):
             self._on_error_frame(conn, msg)
-        elif isinstance(msg, EndAudioReply):
-            if msg.finished and conn.end_sent:
-                conn.finished.set()
+        elif isinstance(msg, SessionCreated):
+            self._owner.stats.fatal_errors += 1
+            raise APIStatusError(
+                "this Baseten endpoint runs Baseten's v2 unified STT protocol (its server "
+                "sent session.created), which this plugin does not speak yet; point it at a "
+                "v1 streaming deployment (Whisper or Qwen3-ASR)",
+                retryable=False,
+            )
         elif isinstance(msg, HealthCheckReply):
             sent = conn.health_pending.pop(msg.trace_id or "", None)
             if sent is not None:
@@ -659,32 +804,42 @@ class SpeechStream(stt.RecognizeStream):
                         "healthy": bool(msg.body.healthy),
                     },
                 )
+        if conn.end_sent and not self._commit_marks and self._dialect.confirms_end(msg):
+            conn.finished.set()
 
     def _on_error_frame(self, conn: _Conn, frame: ErrorFrame) -> None:
-        body = frame.body
+        description = frame.description[:300]
+        error_type = frame.body.error_type
         extra = {
             "request_id": self._request_id,
-            "error_type": str(body.error_type),
-            "server_message": body.description[:300],
+            "error_type": str(error_type),
+            "server_message": description,
         }
-        if body.is_fatal:
+        if frame.is_fatal:
             self._owner.stats.fatal_errors += 1
-            logger.error("baseten fatal error: %s", body.description[:300], extra=extra)
-            if body.error_type == ErrorType.CONFIGURATION_ERROR:
+            logger.error("baseten fatal error: %s", description, extra=extra)
+            if error_type == ErrorType.CONFIGURATION_ERROR:
                 raise APIStatusError(
-                    f"Baseten rejected the stream configuration: {body.description[:300]}",
+                    f"Baseten rejected the stream configuration: {description}",
                     status_code=CLOSE_INTERNAL_ERROR,
                     retryable=False,
                 )
-            raise _ConnectionLost(f"server error: {body.description[:300]}", kind="fatal_error")
+            raise _ConnectionLost(f"server error: {description}", kind="fatal_error")
+        # Unmarked errors (the Qwen3 shapes carry no flag) count as recoverable: the
+        # server decides by closing or not, and a close after one is a fatal_error loss.
         self._owner.stats.recoverable_errors += 1
-        conn.last_error = body.description[:300]
-        logger.warning("baseten recoverable error: %s", body.description[:300], extra=extra)
+        conn.last_error = description
+        logger.warning("baseten recoverable error: %s", description, extra=extra)
 
     def _on_transcription(self, conn: _Conn, result: TranscriptionResult) -> None:
         conn.last_error = None  # the server carried on after any earlier error
         text = result.text
-        if not result.is_final:
+        # The reply to a commit is that utterance's final, with or without is_final
+        # (doc §2.2 OPEN; waiting for the flag hangs the official client, defect 2).
+        flush_reply = self._dialect.can_commit and bool(result.is_end_of_audio_flush)
+        if flush_reply:
+            self._on_commit_answered(conn)
+        elif not result.is_final:
             if not text:
                 return
             data = self._speech_data(conn, result, text)
@@ -749,6 +904,22 @@ class SpeechStream(stt.RecognizeStream):
                 )
         self._end_speech()
 
+    def _on_commit_answered(self, conn: _Conn) -> None:
+        """The oldest commit on this socket is answered: its audio is all finalised."""
+        conn.flush_replies += 1
+        self._owner.stats.commit_replies += 1
+        if not conn.commits_awaiting:
+            return  # a reply we did not ask for (e.g. to the server's own end of input)
+        mark = min(conn.commits_awaiting)
+        sent_at = conn.commits_awaiting.pop(mark)
+        while self._commit_marks and self._commit_marks[0] <= mark:
+            self._commit_marks.popleft()
+        self._owner.stats.last_commit_reply_s = time.monotonic() - sent_at
+        covered = mark * self._frame_s
+        conn.finalised_s = max(conn.finalised_s, covered - conn.base_s)
+        self._finalised_until = max(self._finalised_until, covered)
+        self._replay.trim_until(self._finalised_until)
+
     def _advance_finalised(
         self, conn: _Conn, result: TranscriptionResult, span: tuple[float, float] | None
     ) -> None:
@@ -779,8 +950,9 @@ class SpeechStream(stt.RecognizeStream):
             result,
             base_s=conn.base_s - shift,
             offset_s=self.start_time_offset,
-            fallback_language=self._opts.language,
+            fallback_language=self._fallback_language,
             text=text,
+            language_code=self._dialect.language_code,
         )
 
     def _start_speech(self, data: stt.SpeechData) -> None:

@@ -1,4 +1,4 @@
-"""``STT``: the public entry point of the vendored Baseten streaming-Whisper plugin."""
+"""``STT``: the public entry point of the vendored Baseten streaming STT plugin."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from livekit.agents.utils import AudioBuffer, is_given
 from .connect import default_ssl_context
 from .endpoint import endpoint_for_chain, endpoint_for_model, normalize_endpoint
 from .log import logger
-from .models import STTOptions
+from .models import MODEL_DEFAULTS, MODELS, STTModel, STTOptions
 from .protocol import Encoding
 from .stats import STTStats
 from .stream import SpeechStream
@@ -32,7 +32,7 @@ EventTypes = Literal["transcript_latency"]
 
 
 class STT(stt.STT[EventTypes]):
-    """Streaming speech-to-text against a Baseten streaming-Whisper deployment."""
+    """Streaming speech-to-text against a Baseten streaming Whisper or Qwen3-ASR deployment."""
 
     def __init__(
         self,
@@ -41,16 +41,16 @@ class STT(stt.STT[EventTypes]):
         api_key: str | None = None,
         model_id: str | None = None,
         chain_id: str | None = None,
-        model: str = "whisper",
-        language: str = "en",
+        model: STTModel | str = "whisper",
+        language: NotGivenOr[str] = NOT_GIVEN,
         language_options: list[str] | None = None,
         vad_threshold: float = 0.5,
-        vad_min_silence_duration_ms: int = 300,
-        vad_speech_pad_ms: int = 30,
+        vad_min_silence_duration_ms: NotGivenOr[int] = NOT_GIVEN,
+        vad_speech_pad_ms: NotGivenOr[int] = NOT_GIVEN,
         enable_partial_transcripts: bool = True,
         partial_transcript_interval_s: float = 0.5,
         final_transcript_max_duration_s: int = 30,
-        show_word_timestamps: bool = True,
+        show_word_timestamps: NotGivenOr[bool] = NOT_GIVEN,
         prompt: str = "",
         encoding: STTEncoding = "pcm_s16le",
         sample_rate: int | None = None,
@@ -73,19 +73,28 @@ class STT(stt.STT[EventTypes]):
         and is only ever sent as the ``Authorization: Api-Key`` header.
 
         Args:
-            model: only ``"whisper"`` (the Qwen3 protocol is not vendored).
-            language: Whisper ``audio_language``; ``"auto"`` detects.
-            language_options: restrict detection (needs server runtime >= v0.5.0; omitted
-                from the wire when empty).
+            model: the protocol the deployment speaks: ``"whisper"`` (Model Library
+                "Whisper (Streaming)") or ``"qwen3-asr"`` (Qwen3-ASR "Deploy Streaming").
+                Defaults marked *per model* below follow ``models.MODEL_DEFAULTS``.
+            language: per model: Whisper ``audio_language`` code (default ``"en"``);
+                Qwen3-ASR a code or Qwen3 name (``"en"``/``"English"``, sent as the name;
+                default ``"auto"``; forcing one also sets the output language).
+                ``"auto"`` detects.
+            language_options: restrict Whisper's detection (needs server runtime >= v0.5.0;
+                omitted from the wire when empty; not a Qwen3-ASR option).
             vad_threshold, vad_min_silence_duration_ms, vad_speech_pad_ms: the server-side
-                VAD that decides when a final is sent (LiveKit guide defaults).
+                VAD that decides when a final is sent; per model: 300/30 ms for Whisper
+                (LiveKit guide), 500/100 ms for Qwen3-ASR (official plugin).
             enable_partial_transcripts, partial_transcript_interval_s: interim results
                 and their cadence in buffered audio seconds (server default 0.5).
             final_transcript_max_duration_s: force a final after this much speech (<= 30).
-            show_word_timestamps: word timings (needed for precise ``speech_end_time``).
+            show_word_timestamps: word timings (needed for precise ``speech_end_time``); per
+                model: on for Whisper, off for Qwen3-ASR (needs ``STREAM_ALIGNER=mms`` on
+                the deployment, silently ignored otherwise).
             prompt: Whisper prompt (omitted from the wire when empty).
             encoding: ``"pcm_s16le"`` (16 kHz, 1024-byte frames) or ``"pcm_mulaw"`` (8 kHz,
-                256-byte frames); input audio of any rate is resampled to match.
+                256-byte frames, Whisper only); input audio of any rate and channel count
+                is resampled and downmixed to match.
             sample_rate: accepted for compatibility; must equal the encoding's rate.
             allow_insecure: permit plaintext ``ws://`` to non-loopback hosts.
             ssl_context: TLS trust for ``wss://``; default: the system store
@@ -96,23 +105,34 @@ class STT(stt.STT[EventTypes]):
             stall_timeout_s: unanswered health checks for this long => reconnect + replay.
             cold_start_timeout_s: total time to keep retrying 5xx/429 upgrades with
                 jittered backoff (scale-to-zero boots take minutes).
-            finish_timeout_s: wait for ``finished`` after ``end_audio``.
+            finish_timeout_s: wait this long after the end of audio (``end_audio`` /
+                the last commit) and after any commit for the server's reply, counted from
+                its newest frame; an unanswered commit is then a stall (reconnect, replay).
             manual_flush: declare LiveKit's ``manual_flush`` capability. LiveKit then
                 flushes the stream when its VAD or turn detector hears the user stop, and
-                the flush sends the server VAD's remaining silence at once, so the final
-                arrives after inference instead of after ``vad_min_silence_duration_ms``
-                of real time. Off: only the server's own silence ends an utterance.
+                the flush ends the utterance at once (Qwen3-ASR: ``commit``; Whisper: the
+                server VAD's remaining silence sent at once), so the final arrives after
+                inference instead of after ``vad_min_silence_duration_ms`` of real time.
+                Off: only the server's own silence ends an utterance.
             http_session: aiohttp session to use; default: the job's shared session, or
                 one owned (and closed) by this STT outside a job.
 
         Raises:
             ValueError: a missing key/endpoint or an invalid option (one line, naming it).
         """
-        if model != "whisper":
+        if model not in MODELS:
             raise ValueError(
-                "model must be 'whisper' (this plugin speaks Baseten's streaming-Whisper "
-                f"protocol), got {model!r}"
+                f"model must be one of {', '.join(repr(m) for m in MODELS)} (the Baseten "
+                f"streaming protocols this plugin speaks), got {model!r}"
             )
+        defaults = MODEL_DEFAULTS[model]
+        language = language if is_given(language) else defaults.language
+        if not is_given(show_word_timestamps):
+            show_word_timestamps = defaults.show_word_timestamps
+        if not is_given(vad_min_silence_duration_ms):
+            vad_min_silence_duration_ms = defaults.vad_min_silence_duration_ms
+        if not is_given(vad_speech_pad_ms):
+            vad_speech_pad_ms = defaults.vad_speech_pad_ms
         api_key = api_key or os.environ.get("BASETEN_API_KEY")
         if not api_key:
             raise ValueError(
@@ -161,6 +181,7 @@ class STT(stt.STT[EventTypes]):
                 f"server decodes at {enc.sample_rate} Hz (input audio is resampled automatically)"
             )
         self._opts = STTOptions(
+            model=model,
             language=language,
             language_options=list(language_options or []),
             prompt=prompt,
@@ -201,7 +222,7 @@ class STT(stt.STT[EventTypes]):
 
     @property
     def model(self) -> str:
-        return "whisper"
+        return self._opts.model
 
     @property
     def provider(self) -> str:

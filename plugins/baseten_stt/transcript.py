@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from livekit.agents import LanguageCode, stt
 from livekit.agents.types import NOT_GIVEN, TimedString
@@ -60,13 +61,15 @@ def to_speech_data(
     offset_s: float,
     fallback_language: str,
     text: str | None = None,
+    language_code: Callable[[str | None], str | None] | None = None,
 ) -> stt.SpeechData:
     """Place a result on the stream timeline.
 
     ``base_s`` is the stream time at which the current connection's audio began (server
     times restart at 0 per connection); ``offset_s`` is ``start_time_offset``, which the
     framework sets to put the stream on the session timeline. ``text`` is
-    ``result.text`` if the caller already has it.
+    ``result.text`` if the caller already has it. ``language_code`` turns the reported
+    language into a code (Qwen3 reports names: ``Cantonese`` -> ``yue``).
 
     One pass over segments and words builds the words, the span (as ``speech_span``)
     and the confidence (as ``confidence_of``): this runs for every partial, ~2 per
@@ -128,6 +131,8 @@ def to_speech_data(
     language = result.language_code or next(
         (s.language_code for s in result.segments if s.language_code), None
     )
+    if language_code is not None:
+        language = language_code(language)
     if not language or language == "auto":
         language = fallback_language
     return stt.SpeechData(
