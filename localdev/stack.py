@@ -34,6 +34,7 @@ from typing import Final, Protocol
 
 from localdev.baseten import FaultPlan
 from localdev.baseten.process import BasetenServerProcess
+from localdev.baseten.server import ProtocolName
 from localdev.cartesia.server import LocalCartesiaServer
 from localdev.livekit_server import LocalLiveKitServer
 from localdev.openai.replies import Replies
@@ -47,6 +48,8 @@ DEFAULT_AGENT_NAME: Final = "local-voice-agent"
 #: The real service's URL form (doc baseten-protocol.md §2), so the worker's endpoint
 #: normalisation is exercised exactly as with a production endpoint.
 BASETEN_PATH: Final = "/environments/production/websocket"
+#: ``BASETEN_MODEL`` -> the stand-in's ``--protocol``.
+BASETEN_PROTOCOLS: Final[dict[str, ProtocolName]] = {"whisper": "whisper", "qwen3-asr": "qwen3"}
 
 #: Which variables mean "the user brought a real one of these" (all must be non-empty).
 SERVICE_VARIABLES: Final[dict[str, tuple[str, ...]]] = {
@@ -121,6 +124,7 @@ class LocalStack(AsyncService):
         baseten_faults: FaultPlan | None = None,
         baseten_send_log: Path | None = None,
         baseten_args: tuple[str, ...] = (),
+        baseten_model: str = "whisper",
         agent_name: str | None = DEFAULT_AGENT_NAME,
     ) -> None:
         """Configure (not start) the stack.
@@ -140,6 +144,8 @@ class LocalStack(AsyncService):
             baseten_faults: a full fault plan for the Baseten stand-in.
             baseten_send_log: JSONL file where the Baseten stand-in logs every
                 transcription it sends, with wall-clock send times (benchmarks).
+            baseten_model: the protocol the Baseten stand-in speaks, as ``BASETEN_MODEL``
+                names it: ``"whisper"`` or ``"qwen3-asr"`` (same engine, VAD and faults).
             baseten_args: more ``python -m localdev.baseten`` arguments (e.g. ``--engine
                 scripted`` to take Whisper's CPU out of a measurement).
             agent_name: ``LIVEKIT_AGENT_NAME`` (explicit dispatch); None leaves it out, so
@@ -156,6 +162,12 @@ class LocalStack(AsyncService):
         self._faults = baseten_faults or FaultPlan(inference_delay_s=stt_inference_delay_s)
         self._send_log = baseten_send_log
         self._baseten_args = baseten_args
+        if baseten_model not in BASETEN_PROTOCOLS:
+            raise ValueError(
+                f"baseten_model must be one of {', '.join(BASETEN_PROTOCOLS)}, "
+                f"got {baseten_model!r}"
+            )
+        self.baseten_model = baseten_model
         self.agent_name = agent_name
         self._keys = {name: _generated_key(name) for name in ("baseten", "openai", "cartesia")}
         self._exit = contextlib.AsyncExitStack()
@@ -176,6 +188,7 @@ class LocalStack(AsyncService):
         arguments are passed to the constructor.
         """
         missing = missing_services(environ)
+        kwargs.setdefault("baseten_model", environ.get("BASETEN_MODEL", "whisper").lower())
         return cls(
             livekit="livekit" in missing,
             baseten="baseten" in missing,
@@ -210,6 +223,7 @@ class LocalStack(AsyncService):
                     faults=self._faults,
                     send_log=self._send_log,
                     extra_args=self._baseten_args,
+                    protocol=BASETEN_PROTOCOLS[self.baseten_model],
                 )
             )
         if self._want["openai"]:
@@ -248,6 +262,7 @@ class LocalStack(AsyncService):
         if self.baseten is not None:
             env["BASETEN_MODEL_ENDPOINT"] = self.baseten.url + BASETEN_PATH
             env["BASETEN_API_KEY"] = self._keys["baseten"]
+            env["BASETEN_MODEL"] = self.baseten_model
         if self.openai is not None:
             env["OPENAI_BASE_URL"] = self.openai.base_url
             env["OPENAI_API_KEY"] = self._keys["openai"]

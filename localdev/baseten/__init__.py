@@ -1,4 +1,5 @@
-"""Local stand-in for Baseten's streaming-Whisper websocket service (real Whisper)."""
+"""Local stand-in for Baseten's streaming-STT websocket services (real Whisper): the
+streaming-Whisper v1 protocol, the Qwen3-ASR streaming dialect and a v2 stub."""
 
 from localdev.baseten.engine import Recognition, RecognitionEngine
 from localdev.baseten.faults import FaultPlan, InjectedError

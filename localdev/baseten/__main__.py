@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 from localdev.baseten.engine import RecognitionEngine
-from localdev.baseten.faults import FaultPlan
+from localdev.baseten.faults import ERROR_SHAPES, FaultPlan
 from localdev.baseten.scripted import ScriptedEngine
 from localdev.baseten.sendlog import JsonlSendLog
 from localdev.baseten.server import (
     DEFAULT_INFERENCE_WORKERS,
+    PROTOCOLS,
     WEBSOCKET_ROUTES,
     LocalBasetenServer,
 )
@@ -30,9 +31,9 @@ LISTENING = "listening on "
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m localdev.baseten",
-        description="Local server speaking Baseten's streaming-Whisper websocket protocol, "
-        "with real offline Whisper (faster-whisper, tiny.en bundled) over Silero VAD. Routes: "
-        + ", ".join(WEBSOCKET_ROUTES),
+        description="Local server speaking Baseten's streaming-Whisper websocket protocol "
+        "(or the Qwen3-ASR streaming one, --protocol qwen3), with real offline Whisper "
+        "(faster-whisper, tiny.en bundled) over Silero VAD. Routes: " + ", ".join(WEBSOCKET_ROUTES),
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default %(default)s)")
     p.add_argument(
@@ -47,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
         help="require 'Authorization: Api-Key|Bearer KEY' (default: $"
         + API_KEY_VARIABLE
         + ", else no auth; the variable keeps the key out of the process list)",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="whisper",
+        help="what the websocket speaks: streaming Whisper v1 (default), the Qwen3-ASR "
+        "streaming dialect (base64 appends, commit), or a v2 stub that only sends "
+        "session.created",
     )
     p.add_argument(
         "--model-dir",
@@ -100,7 +109,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="abort TCP (no close frame) after N audio frames",
+        help="abort TCP (no close frame) after N audio frames (32 ms windows of 512 samples, "
+        "in either protocol)",
     )
     faults.add_argument(
         "--drop-connections",
@@ -122,6 +132,33 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         metavar="M",
         help="how many connections --stall-after-frames applies to (default 1)",
+    )
+    qwen3 = p.add_argument_group("Qwen3 behaviour switches (--protocol qwen3; all off by default)")
+    qwen3.add_argument(
+        "--close-after-commit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="on N connections, close 1000 when a commit arrives, before its reply",
+    )
+    qwen3.add_argument(
+        "--close-after-commit-reply",
+        type=int,
+        default=0,
+        metavar="N",
+        help="on N connections, close 1000 right after a commit's reply (one turn per socket)",
+    )
+    qwen3.add_argument(
+        "--flush-reply-without-is-final",
+        action="store_true",
+        help="send commit replies (is_end_of_audio_flush) without is_final",
+    )
+    qwen3.add_argument(
+        "--error-shape",
+        choices=ERROR_SHAPES,
+        default="message",
+        help="error frames as {type,message,recoverable} (default), {type,error} or "
+        "Whisper's nested {type,body}",
     )
     p.add_argument("--log-level", default="INFO", help="logging level (default %(default)s)")
     return p
@@ -145,6 +182,10 @@ async def _serve(args: argparse.Namespace, engine: RecognitionEngine) -> None:
         stall_after_frames=args.stall_after_frames,
         stall_connections=args.stall_connections,
         inference_delay_s=args.inference_delay_ms / 1000,
+        close_after_commit=args.close_after_commit,
+        close_after_commit_reply=args.close_after_commit_reply,
+        flush_reply_without_is_final=args.flush_reply_without_is_final,
+        error_shape=args.error_shape,
     )
     send_log = JsonlSendLog(path=args.send_log) if args.send_log is not None else None
     async with LocalBasetenServer(
@@ -156,6 +197,7 @@ async def _serve(args: argparse.Namespace, engine: RecognitionEngine) -> None:
         inference_workers=args.workers,
         on_transcription_sent=send_log,
         vad=args.vad,
+        protocol=args.protocol,
     ) as srv:
         print(
             f"{LISTENING}{srv.url}{WEBSOCKET_ROUTES[1].replace('{env}', 'production')}",

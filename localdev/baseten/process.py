@@ -33,7 +33,7 @@ import aiohttp
 
 from localdev.baseten.__main__ import API_KEY_VARIABLE, LISTENING
 from localdev.baseten.faults import FaultPlan
-from localdev.baseten.server import STATS_ROUTE
+from localdev.baseten.server import STATS_ROUTE, ProtocolName
 from localdev.service import AsyncService
 from localdev.worker_process import die_with_parent
 
@@ -62,6 +62,14 @@ def _fault_flags(plan: FaultPlan) -> list[str]:
     if plan.stall_after_frames is not None:
         flags += ["--stall-after-frames", str(plan.stall_after_frames)]
         flags += ["--stall-connections", str(plan.stall_connections)]
+    if plan.close_after_commit:
+        flags += ["--close-after-commit", str(plan.close_after_commit)]
+    if plan.close_after_commit_reply:
+        flags += ["--close-after-commit-reply", str(plan.close_after_commit_reply)]
+    if plan.flush_reply_without_is_final:
+        flags.append("--flush-reply-without-is-final")
+    if plan.error_shape != "message":
+        flags += ["--error-shape", plan.error_shape]
     return flags
 
 
@@ -77,6 +85,7 @@ class BasetenServerProcess(AsyncService):
         send_log: str | Path | None = None,
         extra_args: tuple[str, ...] = (),
         python: str = sys.executable,
+        protocol: ProtocolName = "whisper",
     ) -> None:
         """Configure the process; nothing runs until ``start()`` / ``async with``.
 
@@ -86,6 +95,7 @@ class BasetenServerProcess(AsyncService):
             model_dir: a CTranslate2 Whisper folder (default: the bundled tiny.en).
             send_log: JSONL file for one line per transcription sent (send times).
             extra_args: more ``python -m localdev.baseten`` arguments.
+            protocol: ``--protocol``: ``"whisper"`` (default), ``"qwen3"`` or ``"v2"``.
         """
         self._api_key = api_key
         self._args = [
@@ -93,6 +103,8 @@ class BasetenServerProcess(AsyncService):
             "127.0.0.1",
             "--port",
             "0",
+            "--protocol",
+            protocol,
             *_fault_flags(faults or FaultPlan()),
             *(["--model-dir", str(model_dir)] if model_dir else []),
             *(["--send-log", str(send_log)] if send_log else []),

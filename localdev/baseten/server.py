@@ -1,10 +1,14 @@
-"""A local server speaking Baseten's streaming-Whisper websocket protocol.
+"""A local server speaking Baseten's streaming-STT websocket protocols.
 
-Wire behaviour follows ``shared/docs/baseten-protocol.md`` §3, §4 and §7: the same
-routes, the gateway's auth check at the upgrade, a strict first message (1011 on any
-violation), strict 512-sample frames, server-side VAD, partials/finals, ``end_audio``
-and ``health_check``. Recognition is real: Whisper (faster-whisper, ``whisper.py``) by
-default, over the real Silero VAD (``vad.py``), decoded on a bounded pool (``pool.py``).
+``protocol="whisper"`` (default): ``shared/docs/baseten-protocol.md`` §3, §4 and §7, a
+strict first message (1011 on any violation), strict 512-sample frames, server-side VAD,
+partials/finals, ``end_audio`` and ``health_check`` (``session.WhisperSession``).
+``protocol="qwen3"``: the Qwen3-ASR streaming dialect of
+``shared/docs/baseten-qwen3-protocol.md`` §2 (``qwen3.Qwen3Session``), on the same core.
+``protocol="v2"``: a stub that only says ``session.created`` (``qwen3.V2StubSession``).
+All of them: the same routes, the gateway's auth check at the upgrade (401) and injected
+503s. Recognition is real: Whisper (faster-whisper, ``whisper.py``) by default, over the
+real Silero VAD (``vad.py``), decoded on a bounded pool (``pool.py``).
 
 Usage::
 
@@ -21,31 +25,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable
+from typing import Literal
 
 import aiohttp
-import pydantic
 from aiohttp import web
 
 from localdev.baseten.engine import DecodeRecord, RecognitionEngine
 from localdev.baseten.faults import FaultPlan
 from localdev.baseten.pool import DecodePool
+from localdev.baseten.qwen3 import Qwen3Session, V2StubSession
 from localdev.baseten.sendlog import TranscriptionSentHook
-from localdev.baseten.session import FaultState, StreamSession
+from localdev.baseten.session import FaultState, StreamSession, WhisperSession
 from localdev.baseten.stats import ServerStats, stats_json
 from localdev.baseten.vad import VadKind
 from localdev.baseten.vad import warm_up as warm_up_vad
 from localdev.service import AsyncService
-from plugins.baseten_stt.protocol import (
-    CLOSE_INTERNAL_ERROR,
-    CLOSE_INTERNAL_ERROR_REASON,
-    StreamingWhisperInput,
-)
 
 log = logging.getLogger("localdev.baseten")
 
@@ -64,6 +62,13 @@ MAX_MESSAGE_BYTES = 100 * 1024 * 1024
 DEFAULT_INFERENCE_WORKERS = max(1, min(os.cpu_count() or 2, 4))
 #: The stand-in's own introspection route (not part of Baseten's protocol).
 STATS_ROUTE = "/_localdev/stats"
+#: What a deployment behind the URL speaks (the URL does not say: doc qwen3 §1).
+ProtocolName = Literal["whisper", "qwen3", "v2"]
+PROTOCOLS: tuple[ProtocolName, ...] = ("whisper", "qwen3", "v2")
+_SESSIONS: dict[ProtocolName, type[StreamSession]] = {
+    "whisper": WhisperSession,
+    "qwen3": Qwen3Session,
+}
 
 
 class LocalBasetenServer(AsyncService):
@@ -80,6 +85,7 @@ class LocalBasetenServer(AsyncService):
         inference_workers: int = DEFAULT_INFERENCE_WORKERS,
         on_transcription_sent: TranscriptionSentHook | None = None,
         vad: VadKind = "silero",
+        protocol: ProtocolName = "whisper",
     ) -> None:
         """Configure the server; nothing listens until ``start()`` / ``async with``.
 
@@ -100,7 +106,12 @@ class LocalBasetenServer(AsyncService):
                 e.g. ``JsonlSendLog`` for client-latency benchmarks.
             vad: the server VAD's speech probability: ``"silero"`` (the real model, as
                 Baseten runs) or ``"energy"`` (near-zero CPU, client load tests only).
+            protocol: what every websocket speaks: ``"whisper"`` (streaming Whisper v1),
+                ``"qwen3"`` (Qwen3-ASR streaming) or ``"v2"`` (a ``session.created`` stub).
         """
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
+        self.protocol: ProtocolName = protocol
         self._api_key = api_key
         self._engine = engine
         self._fault_state = FaultState(plan=faults or FaultPlan())
@@ -272,57 +283,31 @@ class LocalBasetenServer(AsyncService):
     async def _serve(
         self, ws: web.WebSocketResponse, request: web.Request, faults: FaultState
     ) -> None:
-        first = await ws.receive()
-        if first.type in (
-            aiohttp.WSMsgType.CLOSE,
-            aiohttp.WSMsgType.CLOSING,
-            aiohttp.WSMsgType.CLOSED,
-            aiohttp.WSMsgType.ERROR,
-        ):
-            self.stats.client_disconnects += 1
+        if self.protocol == "v2":
+            await V2StubSession(ws=ws, stats=self.stats, stats_changed=self._notify).run()
             return
-        session: StreamSession | None = None
-        try:
-            if first.type != aiohttp.WSMsgType.TEXT:
-                raise ValueError(f"first message must be JSON text, got {first.type.name}")
-            config = StreamingWhisperInput.model_validate(json.loads(first.data))
-            self.stats.last_first_message = config
-            transport = request.transport
+        transport = request.transport
 
-            def abort() -> None:
-                if transport is not None:
-                    transport.abort()
+        def abort() -> None:
+            if transport is not None:
+                transport.abort()
 
-            assert self._engine is not None and self._pool is not None
-            session = StreamSession(
-                ws=ws,
-                transport_abort=abort,
-                config=config,
-                engine=self._engine,
-                pool=self._pool,
-                vad=self._vad,
-                decodes=self.decodes,
-                stats=self.stats,
-                faults=faults,
-                shutdown=self._shutdown,
-                stats_changed=self._notify,
-                path=request.path,
-                on_transcription_sent=self._on_sent,
-            )
-        except (ValueError, pydantic.ValidationError) as exc:
-            # truss: an exception escaping the handler closes 1011, no error frame.
-            log.info("rejecting first message (%s): %s", type(exc).__name__, exc)
-            self.stats.bad_first_messages += 1
-            self.stats.close_codes_sent.append(CLOSE_INTERNAL_ERROR)
-            self._notify()
-            await ws.close(code=CLOSE_INTERNAL_ERROR, message=CLOSE_INTERNAL_ERROR_REASON.encode())
-            return
-        self.stats.streams_started += 1
-        self._notify()
-        log.info("stream %s started (%s)", session.stream_id, request.path)
-        started = time.monotonic()
+        assert self._engine is not None and self._pool is not None
+        session = _SESSIONS[self.protocol](
+            ws=ws,
+            transport_abort=abort,
+            engine=self._engine,
+            pool=self._pool,
+            vad=self._vad,
+            decodes=self.decodes,
+            stats=self.stats,
+            faults=faults,
+            shutdown=self._shutdown,
+            stats_changed=self._notify,
+            path=request.path,
+            on_transcription_sent=self._on_sent,
+        )
         await session.run()
-        log.info("stream %s ended after %.1fs", session.stream_id, time.monotonic() - started)
 
 
 def _json_error(status: int, message: str) -> web.Response:

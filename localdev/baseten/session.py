@@ -1,9 +1,18 @@
-"""One websocket stream: the server side of protocol doc §3-§4.
+"""One websocket stream: the dialect-independent core and the Whisper dialect.
 
-After the first message has been validated, ``StreamSession.run`` reads binary audio
-and JSON control frames, drives the VAD/buffer state machine of doc §4.3 and feeds a
-single FIFO transcription worker, so results leave in the order they were queued. The
-worker decodes on the server's shared ``DecodePool`` (never on the event loop).
+``StreamSession`` is what every dialect shares: it reads the stream's first message
+(through the dialect), then client frames, drives the VAD/buffer state machine of
+protocol doc §4.3 (``_process_frame``, one 512-sample window at a time) and feeds a single
+FIFO transcription worker, so results leave in the order they were queued. The worker
+decodes on the server's shared ``DecodePool`` (never on the event loop). Fault injection
+(``_apply_faults``) and stats live here too.
+
+A dialect subclass supplies only its wire: how the first message is read (``_open``, which
+returns the core's ``StreamSettings``), how a client frame is read (``_on_message``), and
+how results and errors are written (``_result_payload``, ``_send_error``).
+``WhisperSession`` (below) is Baseten's streaming-Whisper v1; ``Qwen3Session``
+(``qwen3.py``) the Qwen3-ASR streaming dialect. Both feed the core 512-sample windows, so
+``FaultPlan`` thresholds count the same 32 ms of audio in both (``faults.py``).
 
 Partials are *dropped, not queued*, when the engine is behind: while this stream's
 previous decode is still queued or running, or when the shared pool has no spare thread for
@@ -17,8 +26,10 @@ A partial Whisper decoded as a loop is not sent (``skip_partial_if_hallucination
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -39,7 +50,10 @@ from localdev.baseten.pool import DecodePool, PoolBusy
 from localdev.baseten.sendlog import SentTranscription, TranscriptionSentHook
 from localdev.baseten.stats import ServerStats
 from localdev.baseten.vad import StreamingVad, VadKind
+from localdev.baseten.whisper import has_signal
 from plugins.baseten_stt.protocol import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INTERNAL_ERROR_REASON,
     CLOSE_NORMAL,
     PCM_SAMPLE_RATE,
     ControlMessage,
@@ -52,8 +66,10 @@ from plugins.baseten_stt.protocol import (
     HealthCheckBody,
     HealthCheckReply,
     Segment,
+    StreamingVadConfig,
     StreamingWhisperInput,
     TranscriptionResult,
+    WhisperParams,
 )
 
 log = logging.getLogger("localdev.baseten")
@@ -68,6 +84,15 @@ MAX_FINAL_DURATION_S = 30
 #: before the VAD's padded start of speech: Whisper puts the first word at the start of the
 #: audio it is given, i.e. exactly this lead too early (measured on espeak and human clips).
 LEAD_KEEP_S = 0.3
+#: Samples the core's state machine takes at a time: one Silero window at 16 kHz (32 ms).
+WINDOW_SAMPLES = 512
+#: What ``ws.receive()`` returns once the client is gone (close frame or TCP).
+CLOSED_TYPES = (
+    aiohttp.WSMsgType.CLOSE,
+    aiohttp.WSMsgType.CLOSING,
+    aiohttp.WSMsgType.CLOSED,
+    aiohttp.WSMsgType.ERROR,
+)
 
 
 @dataclass
@@ -78,6 +103,8 @@ class FaultState:
     rejected_503: int = 0
     drops: int = 0
     stalls: int = 0
+    commit_closes: int = 0
+    commit_reply_closes: int = 0
     injected: dict[int, int] = field(default_factory=dict)
 
     def take_drop(self) -> bool:
@@ -92,12 +119,41 @@ class FaultState:
             return True
         return False
 
+    def take_close_after_commit(self) -> bool:
+        if self.commit_closes < self.plan.close_after_commit:
+            self.commit_closes += 1
+            return True
+        return False
+
+    def take_close_after_commit_reply(self) -> bool:
+        if self.commit_reply_closes < self.plan.close_after_commit_reply:
+            self.commit_reply_closes += 1
+            return True
+        return False
+
     def take_injection(self, index: int, error: InjectedError) -> bool:
         used = self.injected.get(index, 0)
         if used < error.connections:
             self.injected[index] = used + 1
             return True
         return False
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """What the core needs from a stream's first message, whatever the dialect."""
+
+    #: Handed to the engine (language, prompt, word timestamps, sampling).
+    whisper_params: WhisperParams
+    #: Handed to the server VAD (``sampling_rate`` must be 8000 or 16000).
+    vad: StreamingVadConfig
+    partials: bool
+    partial_interval_s: float
+    final_max_duration_s: float
+    #: How buffer bytes convert to seconds (the Whisper server uses the *declared* rate).
+    bytes_per_second: int
+    skip_partial_if_hallucination: bool = True
+    pipeline_latency: bool = False
 
 
 @dataclass
@@ -116,19 +172,21 @@ class _Job:
     received_at: float
 
 
-class _Stop(Exception):
+class StopStream(Exception):
     """The stream is over (server closed, dropped or stalled); leave the read loop."""
 
 
-class StreamSession:
-    """Server side of one stream after a valid first message."""
+class StreamSession(abc.ABC):
+    """Server side of one stream: the core every dialect shares (see the module doc)."""
+
+    _settings: StreamSettings
+    _vad: StreamingVad
 
     def __init__(
         self,
         *,
         ws: web.WebSocketResponse,
         transport_abort: Callable[[], None],
-        config: StreamingWhisperInput,
         engine: RecognitionEngine,
         pool: DecodePool,
         stats: ServerStats,
@@ -140,17 +198,14 @@ class StreamSession:
         vad: VadKind = "silero",
         decodes: DecodeRecord | None = None,
     ) -> None:
-        """Bind a session to an accepted websocket.
+        """Bind a session to an accepted websocket; ``run()`` reads its first message.
 
-        ``config`` must already be validated; ``StreamingVad`` raises ``ValueError`` for
-        bad VAD kwargs, which the caller turns into a 1011 close like truss does.
         ``on_transcription_sent`` (optional) is told the wall-clock send time of every
         transcription frame, tagged with the request ``path``. ``vad`` picks the speech
         probability (``vad.py``); ``decodes`` records every decode's timing.
         """
         self._ws = ws
         self._abort = transport_abort
-        self._config = config
         self._engine = engine
         self._pool = pool
         self._decodes = decodes
@@ -160,29 +215,19 @@ class StreamSession:
         self._changed = stats_changed
         self._path = path
         self._on_sent = on_transcription_sent
-        self._vad = StreamingVad(config=config.streaming_vad_config, kind=vad)
-        sp = config.streaming_params
-        self._decoder = FrameDecoder(encoding=sp.encoding)
-        self.stream_id = _stream_id(config.stream_id)
-        max_s = sp.final_transcript_max_duration_s
-        if max_s > MAX_FINAL_DURATION_S:
-            log.warning("final_transcript_max_duration_s=%s clamped to %s", max_s, 30)
-            max_s = MAX_FINAL_DURATION_S
-        # The real server measures the buffer as bytes / (sample_rate * bytes per
-        # sample) using the client's *declared* sample_rate, while decoding assumes
-        # 16 kHz (s16le) / 8 kHz (mu-law). Reproduce that arithmetic, quirk included.
-        enc = self._decoder.encoding or Encoding.PCM_S16LE
-        self._bytes_per_second = max(1, sp.sample_rate * (2 if enc is Encoding.PCM_S16LE else 1))
-        self._cap_bytes = max_s * self._bytes_per_second
-        self._partial_bytes = sp.partial_transcript_interval_s * self._bytes_per_second
+        self._vad_kind: VadKind = vad
+        self.stream_id = str(uuid.uuid4())
+        self._bytes_per_second = 2 * PCM_SAMPLE_RATE
+        self._cap_bytes: float = MAX_FINAL_DURATION_S * self._bytes_per_second
+        self._partial_bytes: float = 0.5 * self._bytes_per_second
 
         self._buffer: list[npt.NDArray[np.int16]] = []
         self._buffer_bytes = 0
         self._bytes_since_partial = 0
         self._consumed_samples = 0  # 16 kHz samples before the current buffer
         self._transcription_num = 0
+        #: Audio windows (32 ms) received: what fault thresholds count.
         self._frames = 0
-        self._finished = False
         self._last_partial_at = time.monotonic()
         self._send_lock = asyncio.Lock()
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
@@ -190,60 +235,88 @@ class StreamSession:
         # set when a final is queued: an in-flight partial is then obsolete (see _worker)
         self._final_queued = asyncio.Event()
 
+    # ------------------------------------------------------------------ the dialect
+    @abc.abstractmethod
+    async def _open(self, first: aiohttp.WSMessage) -> bool:
+        """Read the stream's first message and ``_configure`` the core.
+
+        Returns True when ``first`` is also a client frame to handle (a dialect whose
+        first message is optional). Raises ``StopStream`` when the stream must end (after
+        closing it).
+        """
+
+    @abc.abstractmethod
+    async def _on_message(self, msg: aiohttp.WSMessage, worker: asyncio.Task[None]) -> None:
+        """Handle one client frame after the first message (``StopStream`` ends the stream)."""
+
+    @abc.abstractmethod
+    def _result_payload(self, result: TranscriptionResult) -> dict[str, Any]:
+        """A result as this dialect sends it."""
+
+    @abc.abstractmethod
+    async def _send_error(self, error_type: ErrorType, message: str, *, recoverable: bool) -> None:
+        """Send an error frame in this dialect's shape (counted in ``error_frames_sent``)."""
+
+    def _configure(self, settings: StreamSettings) -> None:
+        """Apply the first message (``ValueError`` for VAD kwargs Silero refuses)."""
+        self._vad = StreamingVad(config=settings.vad, kind=self._vad_kind)
+        self._settings = settings
+        max_s = settings.final_max_duration_s
+        if max_s > MAX_FINAL_DURATION_S:
+            log.warning("final_transcript_max_duration_s=%s clamped to %s", max_s, 30)
+            max_s = MAX_FINAL_DURATION_S
+        self._bytes_per_second = settings.bytes_per_second
+        self._cap_bytes = max_s * self._bytes_per_second
+        self._partial_bytes = settings.partial_interval_s * self._bytes_per_second
+
     # ------------------------------------------------------------------ main loop
     async def run(self) -> None:
+        first = await self._ws.receive()
+        if first.type in CLOSED_TYPES:
+            self._stats.client_disconnects += 1
+            self._changed()
+            return
+        try:
+            handle_first = await self._open(first)
+        except StopStream:
+            return
+        self._stats.streams_started += 1
+        self._changed()
+        log.info("stream %s started (%s)", self.stream_id, self._path)
+        started = time.monotonic()
         worker = asyncio.create_task(self._worker(), name=f"baseten-worker-{self.stream_id}")
         try:
+            if handle_first:
+                await self._on_message(first, worker)
             await self._read_loop(worker)
-        except _Stop:
+        except StopStream:
             pass
         finally:
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker
+            log.info("stream %s ended after %.1fs", self.stream_id, time.monotonic() - started)
 
     async def _read_loop(self, worker: asyncio.Task[None]) -> None:
         while True:
             msg = await self._ws.receive()
-            if msg.type in (
-                aiohttp.WSMsgType.CLOSE,
-                aiohttp.WSMsgType.CLOSING,
-                aiohttp.WSMsgType.CLOSED,
-                aiohttp.WSMsgType.ERROR,
-            ):
+            if msg.type in CLOSED_TYPES:
                 self._stats.client_disconnects += 1
                 self._changed()
                 return
-            if self._finished:
-                # After ``finished`` the real server has left its loop: whatever comes
-                # next ends the handler, and truss closes 1000.
-                self._stats.messages_after_finished += 1
-                await self.close(CLOSE_NORMAL)
-                return
-            if msg.type == aiohttp.WSMsgType.BINARY:
-                await self._on_audio(msg.data, worker)
-            elif msg.type == aiohttp.WSMsgType.TEXT:
-                await self._on_text(msg.data)
+            await self._on_message(msg, worker)
 
     # ------------------------------------------------------------------ audio
-    async def _on_audio(self, data: bytes, worker: asyncio.Task[None]) -> None:
-        self._stats.frames_received += 1
-        self._frames += 1
-        try:
-            pcm = self._decoder.decode(data)
-        except ValueError as exc:
-            self._stats.bad_frames += 1
-            self._changed()
-            await self._send_error(ErrorType.AUDIO_PROCESSING_ERROR, str(exc), recoverable=False)
-            await self.close(CLOSE_NORMAL)
-            raise _Stop from exc
-        self._stats.audio_seconds_received += len(pcm) / PCM_SAMPLE_RATE
-        self._process_frame(pcm, len(data))
+    async def _feed_window(
+        self, pcm: npt.NDArray[np.int16], nbytes: int, worker: asyncio.Task[None]
+    ) -> None:
+        """One 512-sample window (already counted in ``_frames``): state machine, faults."""
+        self._process_frame(pcm, nbytes)
         self._changed()
         await self._apply_faults(worker)
 
     def _process_frame(self, pcm: npt.NDArray[np.int16], nbytes: int) -> None:
-        """The per-frame state machine of doc §4.3."""
+        """The per-window state machine of doc §4.3 (``nbytes``: the window's wire size)."""
         if self._buffer_bytes + nbytes > self._cap_bytes:
             # Cap reached before this frame: final if in speech, else drop silently.
             # The frame starts the next buffer and skips the VAD.
@@ -258,7 +331,7 @@ class StreamSession:
             self._close_buffer(final=True)
         elif self._buffer_bytes >= self._cap_bytes:
             self._close_buffer(final=self._vad.triggered)
-        elif self._config.streaming_params.enable_partial_transcripts and self._vad.triggered:
+        elif self._settings.partials and self._vad.triggered:
             self._bytes_since_partial += nbytes
             if self._bytes_since_partial >= self._partial_bytes:
                 self._bytes_since_partial = 0
@@ -322,7 +395,7 @@ class StreamSession:
                 try:
                     if job.is_final:
                         self._final_queued.clear()
-                        recognition = await self._decode(job)
+                        recognition = await self._decode_final(job)
                     else:
                         superseding = await self._decode_unless_final_queued(job)
                         if superseding is None:
@@ -352,12 +425,12 @@ class StreamSession:
                     transcription_num=job.transcription_num,
                     pipeline_latency=(
                         round(time.monotonic() - job.received_at, 4)
-                        if self._config.streaming_params.include_pipeline_latency_metric
+                        if self._settings.pipeline_latency
                         else None
                     ),
                     is_end_of_audio_flush=True if job.end_of_audio_flush else None,
                 )
-                payload = result.to_wire()
+                payload = self._result_payload(result)
                 before = time.time()
                 await self._send(payload)
                 if self._on_sent is not None:
@@ -366,6 +439,13 @@ class StreamSession:
             finally:
                 self._decoding = False
                 self._queue.task_done()
+
+    async def _decode_final(self, job: _Job) -> Recognition:
+        """A final; a flush of a buffer without signal (a commit after silence) is not
+        decoded at all: its answer is empty segments (Whisper would invent "Thank you.")."""
+        if job.end_of_audio_flush and not has_signal(job.audio):
+            return Recognition(segments=[])
+        return await self._decode(job)
 
     async def _decode_unless_final_queued(self, job: _Job) -> Recognition | None:
         """Decode a partial, but give up waiting for it when the utterance's final is queued.
@@ -391,7 +471,7 @@ class StreamSession:
         """A partial flagged as a hallucination is not sent, as on the real server."""
         return (
             not job.is_final
-            and self._config.streaming_params.skip_partial_if_hallucination
+            and self._settings.skip_partial_if_hallucination
             and any(s.possible_hallucination for s in recognition.segments)
         )
 
@@ -402,7 +482,7 @@ class StreamSession:
                 return self._engine.transcribe(
                     job.audio,
                     time_offset=job.time_offset,
-                    params=self._config.whisper_params,
+                    params=self._settings.whisper_params,
                     final=job.is_final,
                 )
             finally:
@@ -434,6 +514,8 @@ class StreamSession:
     def _count_result(self, result: TranscriptionResult) -> None:
         if result.is_final:
             self._stats.finals_sent += 1
+            if result.is_end_of_audio_flush:
+                self._stats.flush_replies_sent += 1
             self._stats.last_final_text = result.text
             self._stats.final_texts.append(result.text)
             if not result.segments:
@@ -443,7 +525,146 @@ class StreamSession:
             self._last_partial_at = time.monotonic()
         self._changed()
 
-    # ------------------------------------------------------------------ control
+    # ------------------------------------------------------------------ faults
+    async def _apply_faults(self, worker: asyncio.Task[None]) -> None:
+        """After each window: injected errors, drop, stall at ``_frames`` windows."""
+        plan = self._faults.plan
+        for index, error in enumerate(plan.inject_errors):
+            if error.after_frames == self._frames and self._faults.take_injection(index, error):
+                self._stats.errors_injected += 1
+                self._changed()
+                await self._send_error(
+                    error.error_type, error.message, recoverable=error.recoverable
+                )
+                if not error.recoverable:
+                    await self.close(CLOSE_NORMAL)
+                    raise StopStream
+        if plan.drop_after_frames == self._frames and self._faults.take_drop():
+            log.info("fault: dropping TCP connection after %d frames", self._frames)
+            self._stats.dropped_connections += 1
+            self._changed()
+            self._abort()
+            raise StopStream
+        if plan.stall_after_frames == self._frames and self._faults.take_stall():
+            log.info("fault: stalling connection after %d frames", self._frames)
+            self._stats.stalled_connections += 1
+            self._changed()
+            worker.cancel()
+            # Neither read nor answer (not even pings) until the server shuts down.
+            await self._shutdown.wait()
+            raise StopStream
+
+    # ------------------------------------------------------------------ sending
+    async def _send(self, payload: dict[str, Any]) -> None:
+        async with self._send_lock:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self._ws.send_json(payload)
+
+    def _body_error_frame(
+        self, error_type: ErrorType, message: str, *, recoverable: bool
+    ) -> dict[str, Any]:
+        """Whisper v1's nested error frame ``{"type":"error","trace_id":null,
+        "timestamp":null,"body":{error_type,message,stream_id,recoverable,timestamp}}``."""
+        body = ErrorBody(
+            error_type=error_type.value,
+            message=message,
+            stream_id=self.stream_id,
+            recoverable=recoverable,
+            timestamp=time.time(),
+        )
+        frame = ErrorFrame().model_dump(include=_WHISPER_ERROR_KEYS)
+        frame["body"] = body.model_dump(exclude_none=True)
+        return frame
+
+    async def close(self, code: int, message: bytes = b"") -> None:
+        self._stats.close_codes_sent.append(code)
+        self._changed()
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._ws.close(code=code, message=message)
+
+
+#: The top-level keys of a Whisper v1 error frame (``ErrorFrame`` also models the Qwen3
+#: shapes' top-level ``message``/``error``/``recoverable``, which Whisper never sends).
+_WHISPER_ERROR_KEYS = {"type", "trace_id", "timestamp", "body"}
+
+
+class WhisperSession(StreamSession):
+    """Baseten's streaming-Whisper v1 (protocol doc §3-§4): a strict JSON first message
+    (any violation closes 1011, no error frame, as truss does), binary audio frames of
+    exactly one VAD window (``FrameDecoder``; any other size is a fatal
+    ``AUDIO_PROCESSING_ERROR``), ``end_audio`` / ``health_check`` text frames."""
+
+    _config: StreamingWhisperInput
+    _decoder: FrameDecoder
+    #: ``finished`` sent: the next client message ends the stream (close 1000).
+    _finished: bool = False
+
+    # ------------------------------------------------------------------ first message
+    async def _open(self, first: aiohttp.WSMessage) -> bool:
+        try:
+            if first.type != aiohttp.WSMsgType.TEXT:
+                raise ValueError(f"first message must be JSON text, got {first.type.name}")
+            config = StreamingWhisperInput.model_validate(json.loads(first.data))
+            self._stats.last_first_message = config
+            sp = config.streaming_params
+            decoder = FrameDecoder(encoding=sp.encoding)
+            # The real server measures the buffer as bytes / (sample_rate * bytes per
+            # sample) using the client's *declared* sample_rate, while decoding assumes
+            # 16 kHz (s16le) / 8 kHz (mu-law). Reproduce that arithmetic, quirk included.
+            enc = decoder.encoding or Encoding.PCM_S16LE
+            # StreamingVad raises ValueError for bad VAD kwargs, a 1011 as on truss.
+            self._configure(
+                StreamSettings(
+                    whisper_params=config.whisper_params,
+                    vad=config.streaming_vad_config,
+                    partials=sp.enable_partial_transcripts,
+                    partial_interval_s=sp.partial_transcript_interval_s,
+                    final_max_duration_s=sp.final_transcript_max_duration_s,
+                    bytes_per_second=max(
+                        1, sp.sample_rate * (2 if enc is Encoding.PCM_S16LE else 1)
+                    ),
+                    skip_partial_if_hallucination=sp.skip_partial_if_hallucination,
+                    pipeline_latency=sp.include_pipeline_latency_metric,
+                )
+            )
+        except (ValueError, pydantic.ValidationError) as exc:
+            # truss: an exception escaping the handler closes 1011, no error frame.
+            log.info("rejecting first message (%s): %s", type(exc).__name__, exc)
+            self._stats.bad_first_messages += 1
+            await self.close(CLOSE_INTERNAL_ERROR, CLOSE_INTERNAL_ERROR_REASON.encode())
+            raise StopStream from exc
+        self._config = config
+        self._decoder = decoder
+        self.stream_id = _stream_id(config.stream_id)
+        return False
+
+    # ------------------------------------------------------------------ client frames
+    async def _on_message(self, msg: aiohttp.WSMessage, worker: asyncio.Task[None]) -> None:
+        if self._finished:
+            # After ``finished`` the real server has left its loop: whatever comes
+            # next ends the handler, and truss closes 1000.
+            self._stats.messages_after_finished += 1
+            await self.close(CLOSE_NORMAL)
+            raise StopStream
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            await self._on_audio(msg.data, worker)
+        elif msg.type == aiohttp.WSMsgType.TEXT:
+            await self._on_text(msg.data)
+
+    async def _on_audio(self, data: bytes, worker: asyncio.Task[None]) -> None:
+        self._stats.frames_received += 1
+        self._frames += 1
+        try:
+            pcm = self._decoder.decode(data)
+        except ValueError as exc:
+            self._stats.bad_frames += 1
+            self._changed()
+            await self._send_error(ErrorType.AUDIO_PROCESSING_ERROR, str(exc), recoverable=False)
+            await self.close(CLOSE_NORMAL)
+            raise StopStream from exc
+        self._stats.audio_seconds_received += len(pcm) / PCM_SAMPLE_RATE
+        await self._feed_window(pcm, len(data), worker)
+
     async def _on_text(self, raw: str) -> None:
         try:
             control = ControlMessage.model_validate_json(raw)
@@ -452,7 +673,7 @@ class StreamSession:
             self._changed()
             await self._send_error(
                 ErrorType.STREAM_ERROR,
-                f"Failed to validate text message: {_short(exc)}",
+                f"Failed to validate text message: {short_errors(exc)}",
                 recoverable=True,
             )
             return
@@ -461,7 +682,7 @@ class StreamSession:
         elif control.type == "health_check":
             await self._health_check(control)
         else:
-            frame = ErrorFrame(trace_id=control.trace_id).model_dump()
+            frame = ErrorFrame(trace_id=control.trace_id).model_dump(include=_WHISPER_ERROR_KEYS)
             frame["body"] = {"error": f"Unhandled message type: {control.type}"}
             await self._send(frame)
 
@@ -499,58 +720,13 @@ class StreamSession:
             reply["body"].pop("partial_interval", None)
         await self._send(reply)
 
-    # ------------------------------------------------------------------ faults
-    async def _apply_faults(self, worker: asyncio.Task[None]) -> None:
-        plan = self._faults.plan
-        for index, error in enumerate(plan.inject_errors):
-            if error.after_frames == self._frames and self._faults.take_injection(index, error):
-                self._stats.errors_injected += 1
-                self._changed()
-                await self._send_error(
-                    error.error_type, error.message, recoverable=error.recoverable
-                )
-                if not error.recoverable:
-                    await self.close(CLOSE_NORMAL)
-                    raise _Stop
-        if plan.drop_after_frames == self._frames and self._faults.take_drop():
-            log.info("fault: dropping TCP connection after %d frames", self._frames)
-            self._stats.dropped_connections += 1
-            self._changed()
-            self._abort()
-            raise _Stop
-        if plan.stall_after_frames == self._frames and self._faults.take_stall():
-            log.info("fault: stalling connection after %d frames", self._frames)
-            self._stats.stalled_connections += 1
-            self._changed()
-            worker.cancel()
-            # Neither read nor answer (not even pings) until the server shuts down.
-            await self._shutdown.wait()
-            raise _Stop
-
-    # ------------------------------------------------------------------ sending
-    async def _send(self, payload: dict[str, Any]) -> None:
-        async with self._send_lock:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await self._ws.send_json(payload)
+    # ------------------------------------------------------------------ server frames
+    def _result_payload(self, result: TranscriptionResult) -> dict[str, Any]:
+        return result.to_wire()
 
     async def _send_error(self, error_type: ErrorType, message: str, *, recoverable: bool) -> None:
-        body = ErrorBody(
-            error_type=error_type.value,
-            message=message,
-            stream_id=self.stream_id,
-            recoverable=recoverable,
-            timestamp=time.time(),
-        )
-        frame = ErrorFrame(body=body).model_dump()
-        frame["body"] = body.model_dump(exclude_none=True)
         self._stats.error_frames_sent += 1
-        await self._send(frame)
-
-    async def close(self, code: int, message: bytes = b"") -> None:
-        self._stats.close_codes_sent.append(code)
-        self._changed()
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await self._ws.close(code=code, message=message)
+        await self._send(self._body_error_frame(error_type, message, recoverable=recoverable))
 
 
 def _not_before(segments: list[Segment], start_s: float) -> list[Segment]:
@@ -573,7 +749,8 @@ def _stream_id(requested: str | None) -> str:
     return str(uuid.uuid4())
 
 
-def _short(exc: pydantic.ValidationError) -> str:
+def short_errors(exc: pydantic.ValidationError) -> str:
+    """The first three validation errors, one line (what error frames tell the client)."""
     return "; ".join(
         f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:3]
     )

@@ -142,6 +142,17 @@ class StreamingVad:
         """In speech, but timing a silence that may end it (below ``threshold - 0.15``)."""
         return self.triggered and self._temp_end != 0
 
+    def skip(self, samples: int) -> None:
+        """Count ``samples`` the model never sees (a sub-window tail), keeping positions
+        aligned with the stream's audio."""
+        self._current_sample += samples
+
+    def end_turn(self) -> None:
+        """Forget the speech in progress (a client commit ended it); the model's recurrent
+        state and the sample count go on, so the next speech starts a new utterance."""
+        self.triggered = False
+        self._temp_end = 0
+
     def __call__(self, frame: npt.NDArray[np.int16]) -> VadEvent | None:
         window = len(frame)
         self._current_sample += window
