@@ -22,6 +22,8 @@ from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 from agent.redact import REDACTOR
+from plugins.baseten_stt.models import MODEL_DEFAULTS, MODELS
+from plugins.baseten_stt.protocol import QWEN3_LANGUAGES, qwen3_language_name
 
 T = TypeVar("T")
 
@@ -32,11 +34,12 @@ DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 #: livekit-plugins-cartesia 1.8.9 defaults (``cartesia/models.py``).
 DEFAULT_CARTESIA_MODEL = "sonic-3"
 DEFAULT_CARTESIA_VOICE = "f786b574-daa5-4673-aa0c-cbe3e8534c02"  # "Katie - Friendly Fixer"
-#: Baseten server-side Silero VAD defaults (baseten-protocol.md §3.1, streaming_vad_config),
-#: with the 30 ms speech pad the Baseten docs' recommended first message uses.
+#: Baseten server-side Silero VAD defaults (baseten-protocol.md §3.1, streaming_vad_config).
+#: Min silence, speech pad and language default per model (the plugin's MODEL_DEFAULTS):
+#: Whisper 300/30 ms (the Baseten docs' recommended first message) and ``en``; Qwen3-ASR
+#: 500/100 ms and ``auto`` (the official plugin's, "each deployment's own").
 DEFAULT_VAD_THRESHOLD = 0.5
-DEFAULT_VAD_MIN_SILENCE_MS = 300
-DEFAULT_VAD_SPEECH_PAD_MS = 30
+DEFAULT_BASETEN_MODEL = "whisper"
 
 #: Turn detection: ``signals`` is ours (agent/turn_policy.py), the rest are LiveKit's modes.
 TURN_DETECTION_MODES = ("signals", "model", "vad", "stt")
@@ -124,6 +127,8 @@ class Secret:
 class BasetenSettings:
     api_key: Secret
     model_endpoint: str | None
+    #: the protocol the deployment speaks: ``whisper`` or ``qwen3-asr``
+    model: str
     language: str
     vad_threshold: float
     vad_min_silence_ms: int
@@ -375,15 +380,33 @@ def load_settings(
     # Baseten ------------------------------------------------------------------------
     allow_insecure = r.boolean("BASETEN_ALLOW_INSECURE", False)
     endpoint = _baseten_endpoint(r, allow_insecure=allow_insecure, required=needs_models)
-    language = r.parse(
-        "BASETEN_LANGUAGE",
-        "en",
-        lambda s: s.lower() if s.lower() in WHISPER_LANGUAGES or s.lower() == "auto" else _bad(s),
-        "a Whisper language code such as en, de, es, or auto",
+    model = r.parse(
+        "BASETEN_MODEL",
+        DEFAULT_BASETEN_MODEL,
+        lambda s: s.lower() if s.lower() in MODELS else _bad(s),
+        "one of " + ", ".join(MODELS) + " (the protocol your Baseten deployment speaks)",
     )
+    defaults = MODEL_DEFAULTS[model]
+    if model == "qwen3-asr":
+        language = r.parse(
+            "BASETEN_LANGUAGE",
+            defaults.language,
+            _qwen3_language,
+            "a Qwen3-ASR language name or code such as English, en, Cantonese, yue, or auto",
+        )
+    else:
+        language = r.parse(
+            "BASETEN_LANGUAGE",
+            defaults.language,
+            lambda s: (
+                s.lower() if s.lower() in WHISPER_LANGUAGES or s.lower() == "auto" else _bad(s)
+            ),
+            "a Whisper language code such as en, de, es, or auto",
+        )
     baseten = BasetenSettings(
         api_key=r.secret("BASETEN_API_KEY", required=needs_models, what="your Baseten API key"),
         model_endpoint=endpoint,
+        model=model,
         language=language,
         vad_threshold=r.parse(
             "BASETEN_VAD_THRESHOLD",
@@ -393,13 +416,13 @@ def load_settings(
         ),
         vad_min_silence_ms=r.parse(
             "BASETEN_VAD_MIN_SILENCE_MS",
-            DEFAULT_VAD_MIN_SILENCE_MS,
+            defaults.vad_min_silence_duration_ms,
             _positive_int(1, 30_000),
             "whole milliseconds between 1 and 30000",
         ),
         vad_speech_pad_ms=r.parse(
             "BASETEN_VAD_SPEECH_PAD_MS",
-            DEFAULT_VAD_SPEECH_PAD_MS,
+            defaults.vad_speech_pad_ms,
             _positive_int(0, 5_000),
             "whole milliseconds between 0 and 5000",
         ),
@@ -583,6 +606,14 @@ def _baseten_endpoint(r: _Reader, *, allow_insecure: bool, required: bool) -> st
 
 def _bad(raw: str) -> str:
     raise ValueError(raw)
+
+
+def _qwen3_language(raw: str) -> str:
+    """A Qwen3 name or code as the name the handshake carries (``en`` -> ``English``)."""
+    name = qwen3_language_name(raw)
+    if name != "auto" and name not in QWEN3_LANGUAGES:
+        raise ValueError(raw)
+    return name
 
 
 def _is_lang_tag(s: str) -> bool:

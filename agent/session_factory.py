@@ -107,6 +107,7 @@ def build_turn_handling(
 def build_stt(settings: Settings) -> STT:
     b = settings.baseten
     return STT(
+        model=b.model,
         model_endpoint=b.model_endpoint,
         api_key=b.api_key.reveal(),
         language=b.language,

@@ -69,6 +69,23 @@ def test_defaults_when_only_required_vars_are_set() -> None:
     assert s.observability.prometheus_port is None
 
 
+def test_baseten_model_picks_the_protocol_and_its_defaults() -> None:
+    whisper = load_settings(valid_env(BASETEN_MODEL="Whisper")).baseten
+    assert (whisper.model, whisper.language, whisper.vad_min_silence_ms) == ("whisper", "en", 300)
+    qwen = load_settings(valid_env(BASETEN_MODEL="qwen3-asr")).baseten
+    assert (qwen.model, qwen.language) == ("qwen3-asr", "auto")
+    assert (qwen.vad_min_silence_ms, qwen.vad_speech_pad_ms) == (500, 100)
+    # codes or names, sent as the Qwen3 name
+    for given, name in (("en", "English"), ("cantonese", "Cantonese"), ("FIL", "Filipino")):
+        env = valid_env(BASETEN_MODEL="qwen3-asr", BASETEN_LANGUAGE=given)
+        assert load_settings(env).baseten.language == name
+    # explicit knobs still win over the model's defaults
+    env = valid_env(BASETEN_MODEL="qwen3-asr", BASETEN_VAD_MIN_SILENCE_MS="250")
+    assert load_settings(env).baseten.vad_min_silence_ms == 250
+    (line,) = problems_for(BASETEN_MODEL="qwen3-asr", BASETEN_LANGUAGE="klingon")
+    assert line.startswith("BASETEN_LANGUAGE") and "Qwen3-ASR language" in line
+
+
 def test_vad_silence_default_follows_the_turn_detection_mode() -> None:
     assert load_settings(valid_env(TURN_DETECTION="vad")).agent.vad_min_silence_s == 0.55
     assert load_settings(valid_env(TURN_DETECTION="model")).agent.vad_min_silence_s == 0.55
@@ -107,6 +124,7 @@ def test_dashboard_https_url_is_normalised_to_websocket() -> None:
         ("BASETEN_PARTIAL_TRANSCRIPTS", "maybe", "true/false"),
         ("BASETEN_ALLOW_INSECURE", "2", "true/false"),
         ("BASETEN_LANGUAGE", "klingon", "Whisper language code"),
+        ("BASETEN_MODEL", "qwen3", "one of whisper, qwen3-asr"),
         ("OPENAI_BASE_URL", "localhost:8000/v1", "URL like"),
         ("CARTESIA_BASE_URL", "wss://api.cartesia.ai", "URL like"),
         ("CARTESIA_LANGUAGE", "english!", "language code"),
