@@ -2,10 +2,10 @@
 
 ``protocol="whisper"`` (default): ``shared/docs/baseten-protocol.md`` §3, §4 and §7, a
 strict first message (1011 on any violation), strict 512-sample frames, server-side VAD,
-partials/finals, ``end_audio`` and ``health_check`` (``session.WhisperSession``).
+partials/finals, ``end_audio`` and ``health_check`` (``whisper_session.WhisperSession``).
 ``protocol="qwen3"``: the Qwen3-ASR streaming dialect of
-``shared/docs/baseten-qwen3-protocol.md`` §2 (``qwen3.Qwen3Session``), on the same core.
-``protocol="v2"``: a stub that only says ``session.created`` (``qwen3.V2StubSession``).
+``shared/docs/baseten-qwen3-protocol.md`` §2 (``qwen3_session.Qwen3Session``), on the same core.
+``protocol="v2"``: a stub that only says ``session.created`` (``v2_stub.V2StubSession``).
 All of them: the same routes, the gateway's auth check at the upgrade (401) and injected
 503s. Recognition is real: Whisper (faster-whisper, ``whisper.py``) by default, over the
 real Silero VAD (``vad.py``), decoded on a bounded pool (``pool.py``).
@@ -37,12 +37,14 @@ from aiohttp import web
 from localdev.baseten.engine import DecodeRecord, RecognitionEngine
 from localdev.baseten.faults import FaultPlan
 from localdev.baseten.pool import DecodePool
-from localdev.baseten.qwen3 import Qwen3Session, V2StubSession
+from localdev.baseten.qwen3_session import Qwen3Session
 from localdev.baseten.sendlog import TranscriptionSentHook
-from localdev.baseten.session import FaultState, StreamSession, WhisperSession
+from localdev.baseten.session import FaultState, StreamSession
 from localdev.baseten.stats import ServerStats, stats_json
+from localdev.baseten.v2_stub import V2StubSession
 from localdev.baseten.vad import VadKind
 from localdev.baseten.vad import warm_up as warm_up_vad
+from localdev.baseten.whisper_session import WhisperSession
 from localdev.service import AsyncService
 
 log = logging.getLogger("localdev.baseten")

@@ -1,4 +1,4 @@
-"""One websocket stream: the dialect-independent core and the Whisper dialect.
+"""One websocket stream: the dialect-independent core every dialect subclasses.
 
 ``StreamSession`` is what every dialect shares: it reads the stream's first message
 (through the dialect), then client frames, drives the VAD/buffer state machine of
@@ -10,9 +10,10 @@ decodes on the server's shared ``DecodePool`` (never on the event loop). Fault i
 A dialect subclass supplies only its wire: how the first message is read (``_open``, which
 returns the core's ``StreamSettings``), how a client frame is read (``_on_message``), and
 how results and errors are written (``_result_payload``, ``_send_error``).
-``WhisperSession`` (below) is Baseten's streaming-Whisper v1; ``Qwen3Session``
-(``qwen3.py``) the Qwen3-ASR streaming dialect. Both feed the core 512-sample windows, so
-``FaultPlan`` thresholds count the same 32 ms of audio in both (``faults.py``).
+``WhisperSession`` (``whisper_session.py``) is Baseten's streaming-Whisper v1;
+``Qwen3Session`` (``qwen3_session.py``) the Qwen3-ASR streaming dialect. Both feed the
+core 512-sample windows, so ``FaultPlan`` thresholds count the same 32 ms of audio in
+both (``faults.py``).
 
 Partials are *dropped, not queued*, when the engine is behind: while this stream's
 previous decode is still queued or running, or when the shared pool has no spare thread for
@@ -29,7 +30,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -43,7 +43,6 @@ import numpy.typing as npt
 import pydantic
 from aiohttp import web
 
-from localdev.baseten.audio import FrameDecoder
 from localdev.baseten.engine import Decode, DecodeRecord, Recognition, RecognitionEngine
 from localdev.baseten.faults import FaultPlan, InjectedError
 from localdev.baseten.pool import DecodePool, PoolBusy
@@ -52,22 +51,13 @@ from localdev.baseten.stats import ServerStats
 from localdev.baseten.vad import StreamingVad, VadKind
 from localdev.baseten.whisper import has_signal
 from plugins.baseten_stt.protocol import (
-    CLOSE_INTERNAL_ERROR,
-    CLOSE_INTERNAL_ERROR_REASON,
     CLOSE_NORMAL,
     PCM_SAMPLE_RATE,
-    ControlMessage,
-    Encoding,
-    EndAudioBody,
-    EndAudioReply,
     ErrorBody,
     ErrorFrame,
     ErrorType,
-    HealthCheckBody,
-    HealthCheckReply,
     Segment,
     StreamingVadConfig,
-    StreamingWhisperInput,
     TranscriptionResult,
     WhisperParams,
 )
@@ -93,6 +83,11 @@ CLOSED_TYPES = (
     aiohttp.WSMsgType.CLOSED,
     aiohttp.WSMsgType.ERROR,
 )
+
+
+#: The top-level keys of a Whisper v1 error frame (``ErrorFrame`` also models the Qwen3
+#: shapes' top-level ``message``/``error``/``recoverable``, which Whisper never sends).
+WHISPER_ERROR_KEYS = {"type", "trace_id", "timestamp", "body"}
 
 
 @dataclass
@@ -572,7 +567,7 @@ class StreamSession(abc.ABC):
             recoverable=recoverable,
             timestamp=time.time(),
         )
-        frame = ErrorFrame().model_dump(include=_WHISPER_ERROR_KEYS)
+        frame = ErrorFrame().model_dump(include=WHISPER_ERROR_KEYS)
         frame["body"] = body.model_dump(exclude_none=True)
         return frame
 
@@ -581,152 +576,6 @@ class StreamSession(abc.ABC):
         self._changed()
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self._ws.close(code=code, message=message)
-
-
-#: The top-level keys of a Whisper v1 error frame (``ErrorFrame`` also models the Qwen3
-#: shapes' top-level ``message``/``error``/``recoverable``, which Whisper never sends).
-_WHISPER_ERROR_KEYS = {"type", "trace_id", "timestamp", "body"}
-
-
-class WhisperSession(StreamSession):
-    """Baseten's streaming-Whisper v1 (protocol doc §3-§4): a strict JSON first message
-    (any violation closes 1011, no error frame, as truss does), binary audio frames of
-    exactly one VAD window (``FrameDecoder``; any other size is a fatal
-    ``AUDIO_PROCESSING_ERROR``), ``end_audio`` / ``health_check`` text frames."""
-
-    _config: StreamingWhisperInput
-    _decoder: FrameDecoder
-    #: ``finished`` sent: the next client message ends the stream (close 1000).
-    _finished: bool = False
-
-    # ------------------------------------------------------------------ first message
-    async def _open(self, first: aiohttp.WSMessage) -> bool:
-        try:
-            if first.type != aiohttp.WSMsgType.TEXT:
-                raise ValueError(f"first message must be JSON text, got {first.type.name}")
-            config = StreamingWhisperInput.model_validate(json.loads(first.data))
-            self._stats.last_first_message = config
-            sp = config.streaming_params
-            decoder = FrameDecoder(encoding=sp.encoding)
-            # The real server measures the buffer as bytes / (sample_rate * bytes per
-            # sample) using the client's *declared* sample_rate, while decoding assumes
-            # 16 kHz (s16le) / 8 kHz (mu-law). Reproduce that arithmetic, quirk included.
-            enc = decoder.encoding or Encoding.PCM_S16LE
-            # StreamingVad raises ValueError for bad VAD kwargs, a 1011 as on truss.
-            self._configure(
-                StreamSettings(
-                    whisper_params=config.whisper_params,
-                    vad=config.streaming_vad_config,
-                    partials=sp.enable_partial_transcripts,
-                    partial_interval_s=sp.partial_transcript_interval_s,
-                    final_max_duration_s=sp.final_transcript_max_duration_s,
-                    bytes_per_second=max(
-                        1, sp.sample_rate * (2 if enc is Encoding.PCM_S16LE else 1)
-                    ),
-                    skip_partial_if_hallucination=sp.skip_partial_if_hallucination,
-                    pipeline_latency=sp.include_pipeline_latency_metric,
-                )
-            )
-        except (ValueError, pydantic.ValidationError) as exc:
-            # truss: an exception escaping the handler closes 1011, no error frame.
-            log.info("rejecting first message (%s): %s", type(exc).__name__, exc)
-            self._stats.bad_first_messages += 1
-            await self.close(CLOSE_INTERNAL_ERROR, CLOSE_INTERNAL_ERROR_REASON.encode())
-            raise StopStream from exc
-        self._config = config
-        self._decoder = decoder
-        self.stream_id = _stream_id(config.stream_id)
-        return False
-
-    # ------------------------------------------------------------------ client frames
-    async def _on_message(self, msg: aiohttp.WSMessage, worker: asyncio.Task[None]) -> None:
-        if self._finished:
-            # After ``finished`` the real server has left its loop: whatever comes
-            # next ends the handler, and truss closes 1000.
-            self._stats.messages_after_finished += 1
-            await self.close(CLOSE_NORMAL)
-            raise StopStream
-        if msg.type == aiohttp.WSMsgType.BINARY:
-            await self._on_audio(msg.data, worker)
-        elif msg.type == aiohttp.WSMsgType.TEXT:
-            await self._on_text(msg.data)
-
-    async def _on_audio(self, data: bytes, worker: asyncio.Task[None]) -> None:
-        self._stats.frames_received += 1
-        self._frames += 1
-        try:
-            pcm = self._decoder.decode(data)
-        except ValueError as exc:
-            self._stats.bad_frames += 1
-            self._changed()
-            await self._send_error(ErrorType.AUDIO_PROCESSING_ERROR, str(exc), recoverable=False)
-            await self.close(CLOSE_NORMAL)
-            raise StopStream from exc
-        self._stats.audio_seconds_received += len(pcm) / PCM_SAMPLE_RATE
-        await self._feed_window(pcm, len(data), worker)
-
-    async def _on_text(self, raw: str) -> None:
-        try:
-            control = ControlMessage.model_validate_json(raw)
-        except pydantic.ValidationError as exc:
-            self._stats.stream_errors_sent += 1
-            self._changed()
-            await self._send_error(
-                ErrorType.STREAM_ERROR,
-                f"Failed to validate text message: {short_errors(exc)}",
-                recoverable=True,
-            )
-            return
-        if control.type == "end_audio":
-            await self._end_audio(control)
-        elif control.type == "health_check":
-            await self._health_check(control)
-        else:
-            frame = ErrorFrame(trace_id=control.trace_id).model_dump(include=_WHISPER_ERROR_KEYS)
-            frame["body"] = {"error": f"Unhandled message type: {control.type}"}
-            await self._send(frame)
-
-    async def _end_audio(self, control: ControlMessage) -> None:
-        self._stats.end_audio_received += 1
-        self._changed()
-        ack = EndAudioReply(trace_id=control.trace_id, body=EndAudioBody(status="acknowledged"))
-        await self._send(ack.model_dump())
-        await self._queue.join()
-        if self._vad.triggered and self._buffer:
-            self._close_buffer(final=True, end_of_audio_flush=True)
-            await self._queue.join()
-        else:
-            self._close_buffer(final=False)
-        await self._send(EndAudioReply(body=EndAudioBody(status="finished")).model_dump())
-        self._finished = True
-        self._stats.finished_sent += 1
-        self._changed()
-
-    async def _health_check(self, control: ControlMessage) -> None:
-        self._stats.health_checks += 1
-        self._changed()
-        want_interval = bool((control.body or {}).get("get_partial_interval"))
-        reply = HealthCheckReply(
-            trace_id=control.trace_id,
-            timestamp=time.time(),
-            body=HealthCheckBody(
-                healthy=True,
-                partial_interval=(
-                    round(time.monotonic() - self._last_partial_at, 4) if want_interval else None
-                ),
-            ),
-        ).model_dump()
-        if not want_interval:
-            reply["body"].pop("partial_interval", None)
-        await self._send(reply)
-
-    # ------------------------------------------------------------------ server frames
-    def _result_payload(self, result: TranscriptionResult) -> dict[str, Any]:
-        return result.to_wire()
-
-    async def _send_error(self, error_type: ErrorType, message: str, *, recoverable: bool) -> None:
-        self._stats.error_frames_sent += 1
-        await self._send(self._body_error_frame(error_type, message, recoverable=recoverable))
 
 
 def _not_before(segments: list[Segment], start_s: float) -> list[Segment]:
@@ -741,7 +590,7 @@ def _not_before(segments: list[Segment], start_s: float) -> list[Segment]:
     return segments
 
 
-def _stream_id(requested: str | None) -> str:
+def stream_id_for(requested: str | None) -> str:
     """The chain entrypoint adopts the client's ``stream_id`` only if it is a UUID."""
     if requested:
         with contextlib.suppress(ValueError):

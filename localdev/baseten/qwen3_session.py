@@ -1,5 +1,5 @@
-"""The Qwen3-ASR streaming dialect (``shared/docs/baseten-qwen3-protocol.md`` §2) and the
-v2 stub, over the core the Whisper dialect uses (``session.py``).
+"""The Qwen3-ASR streaming dialect (``shared/docs/baseten-qwen3-protocol.md`` §2), over the
+core the Whisper dialect uses (``session.py``).
 
 ``Qwen3Session`` differs from ``WhisperSession`` only in its wire:
 
@@ -24,10 +24,6 @@ v2 stub, over the core the Whisper dialect uses (``session.py``).
 * **Results**: ``TranscriptionResult.to_qwen3_wire()``, ``language_code`` a Qwen3 language
   *name* (``English``). Times are socket-relative and cumulative over the socket.
 * **Errors**: ``FaultPlan.error_shape`` (default a top-level ``message``).
-
-``V2StubSession`` is Baseten's v2 "unified" server as far as it is known: ``session.created``
-first, before the client says anything; then every frame is read and ignored until the
-client closes. It exists so a client can be tested for recognising v2.
 """
 
 from __future__ import annotations
@@ -35,25 +31,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import numpy as np
 import numpy.typing as npt
 import pydantic
-from aiohttp import web
 
 from localdev.baseten.session import (
-    CLOSED_TYPES,
     WINDOW_SAMPLES,
     StopStream,
     StreamSession,
     StreamSettings,
     short_errors,
 )
-from localdev.baseten.stats import ServerStats
 from plugins.baseten_stt.protocol import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_INTERNAL_ERROR_REASON,
@@ -64,7 +55,6 @@ from plugins.baseten_stt.protocol import (
     ErrorType,
     InputAudioCommit,
     Qwen3Handshake,
-    SessionCreated,
     StreamingVadConfig,
     TranscriptionResult,
     WhisperParams,
@@ -248,33 +238,3 @@ def _why_refused(raw: str, exc: pydantic.ValidationError) -> str:
     if kind not in _CLIENT_TYPES:
         return f"Unhandled message type: {kind}"
     return f"Invalid {kind} message: {short_errors(exc)}"
-
-
-class V2StubSession:
-    """v2 "unified" server stub: ``session.created`` first, then reads and ignores."""
-
-    def __init__(
-        self,
-        *,
-        ws: web.WebSocketResponse,
-        stats: ServerStats,
-        stats_changed: Callable[[], None],
-    ) -> None:
-        self._ws = ws
-        self._stats = stats
-        self._changed = stats_changed
-        self.session_id = f"sess_{uuid.uuid4().hex}"
-
-    async def run(self) -> None:
-        created = SessionCreated(session={"id": self.session_id, "object": "stt.session"})
-        await self._ws.send_str(created.model_dump_json())
-        self._stats.sessions_created_sent += 1
-        self._changed()
-        while True:
-            msg = await self._ws.receive()
-            if msg.type in CLOSED_TYPES:
-                self._stats.client_disconnects += 1
-                self._changed()
-                return
-            self._stats.frames_ignored += 1
-            self._changed()
