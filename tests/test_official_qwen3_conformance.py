@@ -34,6 +34,7 @@ from tests.fixtures.baseten import (
     OfficialSttFactory,
     speech_with_silence,
 )
+from tests.fixtures.plugin import silent_tcp_server
 
 KEY = "qwen3-conformance-key"
 SR = 16_000
@@ -314,3 +315,27 @@ async def test_defect_6_flush_then_end_input_drops_the_second_turn(
     # The server read both commits and answered both (the second into a closing socket).
     await srv.wait_for(lambda s: s.commits_received == 2 and s.flush_replies_sent == 2)
     assert [normalise(t) for t in run.final_texts] == [normalise(TEST_PHRASES[0])]
+
+
+async def test_defect_8_a_connect_timeout_is_retried_forever(
+    official_baseten_stt: OfficialSttFactory,
+) -> None:
+    """Each timed-out attempt lasts just over the connect timeout, which LiveKit reads as
+    "it had connected" and resets its retry counter: a dead endpoint is never reported.
+    (Ours reports it after its budget: ``test_plugin_qwen3.py``.)"""
+    async with silent_tcp_server() as port:
+
+        class _Dead:
+            url = f"ws://127.0.0.1:{port}"
+
+        client = official_baseten_stt(_Dead(), api_key=KEY, model="qwen3-asr")
+        stream = client.stream(
+            conn_options=APIConnectOptions(max_retry=1, retry_interval=0.05, timeout=0.3)
+        )
+        run = Run(client, stream)
+        run.push(silence(0.2))
+        # max_retry=1 would allow two attempts (~0.7 s); it is still trying at 3 s
+        await asyncio.sleep(HANG_WATCH_S)
+        assert not run.task.done()
+        assert len(run.errors) >= 4 and all(e.recoverable for e in run.errors)
+        await run.aclose()

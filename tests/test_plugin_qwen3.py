@@ -11,9 +11,7 @@ client are in ``test_official_qwen3_conformance.py``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -28,7 +26,7 @@ from localdev.user_turns import from_clip
 from localdev.wer import normalise, word_error_rate
 from plugins.baseten_stt import STT
 from tests.fixtures.baseten import TEST_PHRASES, BasetenServerFactory
-from tests.fixtures.plugin import StreamRun, plugin_speech, run_stt
+from tests.fixtures.plugin import StreamRun, plugin_speech, run_stt, silent_tcp_server
 
 E = lk_stt.SpeechEventType
 KEY = "qwen3-key-5be1"
@@ -349,28 +347,9 @@ async def test_a_v2_server_is_one_clear_non_retryable_error(
     assert srv.stats.connections == 2  # one attempt each, never retried
 
 
-@contextlib.asynccontextmanager
-async def _silent_tcp_server() -> AsyncIterator[int]:
-    """Accepts TCP and never answers the websocket upgrade (a wedged load balancer)."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        with contextlib.suppress(Exception):
-            await reader.read(-1)
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        for w in writers:
-            w.close()
-        server.close()
-
-
 @pytest.mark.parametrize("model", ["qwen3-asr", "whisper"])
 async def test_connect_timeouts_spend_the_budget_and_end_in_one_error(model: str) -> None:
-    async with _silent_tcp_server() as port:
+    async with silent_tcp_server() as port:
         stt = STT(model=model, api_key=KEY, model_endpoint=f"ws://127.0.0.1:{port}{ROUTE}")
         stream = stt.stream(conn_options=APIConnectOptions(max_retry=2, timeout=0.3))
         errors: list[object] = []
