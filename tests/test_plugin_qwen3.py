@@ -409,3 +409,32 @@ async def test_non_json_and_unknown_frames_are_skipped_not_a_reconnect(
     assert run.finals == ["hello there"] and stt.stats.reconnects == 0
     assert run.of(E.FINAL_TRANSCRIPT)[0].alternatives[0].language == "en"
     assert srv.headers[0]["Authorization"] == f"Api-Key {KEY}"
+
+
+async def test_flush_then_end_input_keeps_the_second_turn(baseten_server) -> None:
+    # The official client ends its session at the first flush reply (defect 6).
+    srv = await qwen3_server(baseten_server)
+    stt = make_stt(srv)
+    (text_a, first), (text_b, second) = (
+        _speech("endgame_hear_me"),
+        _speech("audioeval_quick_brown_fox"),
+    )
+    stream = stt.stream()
+    finals: list[str] = []
+
+    async def consume() -> None:
+        async for ev in stream:
+            if ev.type == E.FINAL_TRANSCRIPT:
+                finals.append(ev.alternatives[0].text)
+
+    consumer = asyncio.create_task(consume())
+    await _push_real_time(stream, np.concatenate([silence(0.3), first, silence(SHORT_TAIL_S)]))
+    stream.flush()
+    await _push_real_time(stream, np.concatenate([silence(0.3), second, silence(SHORT_TAIL_S)]))
+    stream.end_input()
+    await asyncio.wait_for(consumer, 15)
+    await stream.aclose()
+    await stt.aclose()
+    assert len(finals) == 2, finals
+    assert word_error_rate(text_a, finals[0]) <= 0.1
+    assert word_error_rate(text_b, finals[1]) <= 0.1
