@@ -5,6 +5,10 @@ transcription frames (non-empty text only: neither client yields an event for an
 result) and the client's INTERIM/FINAL events are two ordered lists. Events are matched
 in order by (is_final, text); a server frame skipped over, or left unmatched though it
 was sent well before the client was closed, is a lost event.
+
+Protocol-agnostic: the Whisper and the Qwen3-ASR stand-ins write the same send-log
+records (request path, text, is_final, send times) from the session core they share,
+and both clients of both models connect each stream to its own ``stream_path``.
 """
 
 from __future__ import annotations

@@ -1,16 +1,20 @@
 """STT client benchmark: our ``plugins.baseten_stt`` vs the official ``livekit-plugins-baseten``.
 
-``uv run python -m bench.stt_client_bench [--quick] [--streams 50 100 200] [--seconds S]
-[--json out.json] [--profile]``
+``uv run python -m bench.stt_client_bench [--quick] [--models whisper qwen3-asr]
+[--streams 50 100 200] [--seconds S] [--json out.json] [--profile]``
 
-Both clients run in ONE invocation against the same local Baseten servers (separate
-processes, so server CPU is never billed to a client) on the same espeak-ng audio,
-pushed in real time as 20 ms frames. Every run is a fresh worker process
-(``bench/stt_worker.py``) holding one client only.
+Per model (``--models``, default both: Whisper v1 and Qwen3-ASR streaming), both clients
+(``STT(model=...)``) run in ONE invocation against the same local Baseten server
+(``python -m localdev.baseten --protocol whisper|qwen3``, one per model, started and
+stopped in turn; a separate process, so server CPU is never billed to a client) on the
+same espeak-ng audio, pushed in real time as 20 ms frames. Every run is a fresh worker
+process (``bench/stt_worker.py``) holding one client only. Ratios ours/official are
+only ever taken within one model.
 
 A. client-added latency: the server logs the wall-clock time each transcription frame
-   left it (``--send-log``); a stream's INTERIM/FINAL events are matched to those frames
-   by websocket path, order and text (scripted server engine, see ``Server``).
+   left it (``--send-log``, written by the session core both protocols share); a
+   stream's INTERIM/FINAL events are matched to those frames by websocket path, order
+   and text (scripted server engine, see ``Server``).
 B. CPU per audio second: process CPU time of the worker while its streams stream,
    divided by audio seconds; the same pacing loop with frames created and dropped is
    measured first in the same process and subtracted ("net").
@@ -18,10 +22,23 @@ C. capacity: K concurrent real-time streams in one process against a scripted (n
    zero CPU) server engine; the client keeps up when the pacing loop's lag stays under
    one frame (20 ms) at p95 and no event is lost.
 
-Both clients are treated alike around the official one's defects: input is padded to
-whole 512-sample frames (a short last frame kills it), and end of input is never
-signalled (it never finishes a stream): events are measured mid-stream, then every
-stream is ``aclose()``d.
+Both clients are treated alike, and both models the same way:
+
+* end of input is never signalled: events are measured mid-stream, then every stream is
+  ``aclose()``d. Needed for the official Whisper client (it never finishes a stream);
+  the official Qwen3 path does finish (commit, then its flush reply with ``is_final``,
+  checked against the stand-in, also with a ragged tail), but a commit would add one
+  forced final per stream and a different close, so Qwen3 is measured like Whisper.
+* the audio pushed per stream is a whole number of the model's protocol frames, so
+  neither client is left holding a partial one at close: Whisper 512-sample binary
+  frames (a short last frame kills the official client), Qwen3 100 ms (1600-sample)
+  ``append`` chunks (both clients rechunk to that; the official one would send a short
+  tail only on a commit, which is harmless, so there this only keeps "audio seconds"
+  equal to audio sent). See ``PROTOCOL_FRAME_SAMPLES``.
+* server VAD settings are each client's per-model defaults, which agree (Whisper
+  300/30 ms, Qwen3 500/100 ms silence/pad: both < the 0.9 s pauses), and both ask for
+  partials every 0.5 s. The official Qwen3 path ignores ``sample_rate``/``encoding``/
+  ``buffer_size_seconds``; none is passed.
 """
 
 from __future__ import annotations
@@ -38,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +68,9 @@ from localdev.baseten.sendlog import read_send_log
 from localdev.speech import silence, synthesize, write_wav_pcm16
 
 CLIENTS = ("ours", "official")
+#: ``STT(model=...)`` -> the stand-in's ``--protocol``.
+PROTOCOLS = {"whisper": "whisper", "qwen3-asr": "qwen3"}
+MODELS = tuple(PROTOCOLS)
 #: espeak-ng phrases (the scripted engine answers made-up words; only timing matters here).
 PHRASES = [
     "book a table for two",
@@ -61,8 +82,12 @@ PHRASES = [
 #: Silence between phrases: > the 300 ms server VAD end, like a pause between turns.
 GAP_S = 0.9
 SAMPLE_RATE = 16_000
-#: lcm(320, 512) samples: the audio is a whole number of 20 ms input frames AND of
-#: 512-sample protocol frames, so the official client never sees a short last frame.
+FRAME_SAMPLES = 320
+#: Samples per protocol frame as both clients send them: Whisper's binary frame (the
+#: official ``buffer_size_seconds`` 0.032 s), Qwen3's 100 ms ``append`` chunk.
+PROTOCOL_FRAME_SAMPLES = {"whisper": 512, "qwen3-asr": 1600}
+#: lcm(320, 512) samples: the audio file is a whole number of 20 ms input frames AND of
+#: 512-sample Whisper frames (the per-stream push length is aligned per model anyway).
 ALIGN_SAMPLES = 2560
 FRAME_MS = 20.0
 
@@ -106,10 +131,10 @@ FULL = Plan(
 
 # --------------------------------------------------------------------------- servers
 class Server:
-    """``python -m localdev.baseten`` in its own process, with a send log."""
+    """``python -m localdev.baseten --protocol ...`` in its own process, with a send log."""
 
-    def __init__(self, *, workdir: Path) -> None:
-        """Start on a free loopback port, scripted engine run inline (no threads).
+    def __init__(self, *, workdir: Path, model: str) -> None:
+        """Start a ``model`` server on a free loopback port, scripted engine inline.
 
         Why not Whisper: a decode thread holding the GIL between ``send`` and its
         timestamp made send times late (with the earlier pocketsphinx engine up to 21 ms:
@@ -120,12 +145,15 @@ class Server:
         frame-energy one: Silero costs ~0.2 ms per frame, 1.2 s of CPU per second at
         200 streams.
         """
-        self.send_log = workdir / "send.jsonl"
-        self._stderr = workdir / "server.log"
+        self.model = model
+        self.send_log = workdir / f"send-{model}.jsonl"
+        self._stderr = workdir / f"server-{model}.log"
         cmd = [
             sys.executable,
             "-m",
             "localdev.baseten",
+            "--protocol",
+            PROTOCOLS[model],
             "--port",
             "0",
             "--engine",
@@ -173,6 +201,7 @@ class Server:
 # --------------------------------------------------------------------------- runs
 @dataclass
 class Run:
+    model: str
     client: str
     streams: int
     result: dict[str, Any]
@@ -233,7 +262,7 @@ def run_worker(
     tag: str,
     profile: Path | None = None,
 ) -> Run:
-    run_id = f"{tag}-{client}-{time.monotonic_ns() % 10**9}"
+    run_id = f"{tag}-{server.model}-{client}-{time.monotonic_ns() % 10**9}"
     out = workdir / f"{run_id}.json"
     cmd = [
         sys.executable,
@@ -241,6 +270,8 @@ def run_worker(
         "bench.stt_worker",
         "--client",
         client,
+        "--model",
+        server.model,
         "--url-base",
         server.url_base,
         "--run-id",
@@ -272,6 +303,7 @@ def run_worker(
     result = json.loads(out.read_text())
     matched = match_run(result, read_send_log(server.send_log), run_id)
     return Run(
+        model=server.model,
         client=client,
         streams=streams,
         result=result,
@@ -292,9 +324,10 @@ def build_audio(path: Path) -> float:
     return len(pcm) / SAMPLE_RATE
 
 
-def aligned_seconds(seconds: float) -> float:
-    """Round up so each stream pushes whole 512-sample frames (see ``ALIGN_SAMPLES``)."""
-    unit = ALIGN_SAMPLES / SAMPLE_RATE
+def aligned_seconds(seconds: float, model: str) -> float:
+    """Round up so each stream pushes whole 20 ms frames AND whole protocol frames of
+    ``model`` (see ``PROTOCOL_FRAME_SAMPLES``): Whisper 0.16 s steps, Qwen3 0.1 s."""
+    unit = math.lcm(FRAME_SAMPLES, PROTOCOL_FRAME_SAMPLES[model]) / SAMPLE_RATE
     return math.ceil(seconds / unit - 1e-9) * unit
 
 
@@ -313,43 +346,31 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else float("nan")
 
 
-def report(
-    plan: Plan,
-    latency: dict[str, Phase],
-    capacity: dict[int, dict[str, Phase]],
-    stamp_gap: dict[str, float],
-) -> tuple[str, dict[str, Any]]:
-    lines: list[str] = []
-    data: dict[str, Any] = {"plan": plan.__dict__, "latency_phase": {}, "capacity": {}}
-    w = lines.append
-    w(
-        f"STT client benchmark: ours (plugins.baseten_stt) vs official (livekit-plugins-baseten) "
-        f"| {psutil.cpu_count()} cores, Python {platform.python_version()}, "
-        f"loadavg {os.getloadavg()[0]:.2f}"
-    )
-    w(
-        f"audio: espeak-ng phrases + {GAP_S} s pauses, 16 kHz, 20 ms frames in real time; "
-        f"repeats={plan.repeats} (client order alternates)"
-    )
-    w("")
-    w(
-        f"A. client-added latency, server send -> SpeechEvent yielded "
-        f"({plan.latency_streams} streams x {_f(plan.seconds, 1)} s), ms; server stamp "
-        f"= before serialise+write (which took p50 {_f(stamp_gap['p50'], 3)} ms, "
-        f"p95 {_f(stamp_gap['p95'], 3)} ms: included, for both clients)"
-    )
-    w(
-        f"{'client':<9}| {'interim p50/p95/max':<22}| {'final p50/p95/max':<22}| "
-        f"{'all p50/p95/max':<22}| events I/F | lost | errors"
-    )
+Write = Callable[[str], None]
+
+
+@dataclass
+class ModelRuns:
+    """Everything measured for one model: both clients against one server."""
+
+    model: str
+    seconds: float  # phase A/B audio per stream, aligned for this model
+    capacity_seconds: float
+    latency: dict[str, Phase] = field(default_factory=lambda: {c: Phase() for c in CLIENTS})
+    capacity: dict[int, dict[str, Phase]] = field(default_factory=dict)
+    stamp_gap: dict[str, float] = field(default_factory=dict)
+    profiles: dict[str, Path] = field(default_factory=dict)
+
+
+def _latency_rows(mr: ModelRuns, w: Write, out: dict[str, Any]) -> None:
     for c in CLIENTS:
-        m = latency[c].matched()
+        m = mr.latency[c].matched()
         si, sf, sa = summary(m.interim_ms), summary(m.final_ms), summary(m.all_ms)
         w(
-            f"{c:<9}| {_trio(si):<22}| {_trio(sf):<22}| {_trio(sa):<22}| "
+            f"{mr.model:<10}{c:<9}| {_trio(si):<22}| {_trio(sf):<22}| {_trio(sa):<22}| "
             f"{si['n']:>4}/{sf['n']:<5}| {m.lost:>4} | {len(m.errors)}"
         )
-        data["latency_phase"][c] = {
+        out[c] = {
             "interim_ms": si,
             "final_ms": sf,
             "all_ms": sa,
@@ -357,80 +378,72 @@ def report(
             "unexpected": m.unexpected,
             "errors": m.errors[:5],
         }
-    w("")
-    w("B. CPU per audio second (same runs as A), ms CPU / audio-s per stream")
-    w(f"{'client':<9}| {'raw':>7} | {'harness':>7} | {'net':>7} | derived streams/core")
+
+
+def _cpu_rows(mr: ModelRuns, w: Write, out: dict[str, Any]) -> None:
     for c in CLIENTS:
-        cpu = latency[c].cpu()
+        cpu = mr.latency[c].cpu()
         w(
-            f"{c:<9}| {_f(cpu.raw_ms, 3):>7} | {_f(cpu.baseline_ms, 3):>7} | "
+            f"{mr.model:<10}{c:<9}| {_f(cpu.raw_ms, 3):>7} | {_f(cpu.baseline_ms, 3):>7} | "
             f"{_f(cpu.net_ms, 3):>7} | {_f(cpu.streams_per_core, 0)}"
         )
-        data["latency_phase"][c]["cpu"] = {
+        out[c]["cpu"] = {
             "raw_ms": cpu.raw_ms,
             "baseline_ms": cpu.baseline_ms,
             "net_ms": cpu.net_ms,
             "streams_per_core": cpu.streams_per_core,
         }
-    w("")
-    w(
-        f"C. capacity: K real-time streams in one process, scripted server engine "
-        f"({_f(plan.capacity_seconds, 1)} s); keeps up = lag p95 < {FRAME_MS:.0f} ms and 0 lost"
-    )
-    w(
-        f"{'K':>4} {'client':<9}| {'lag p50/p95/max ms':<22}| keeps up | lost | "
-        f"{'lat p95 ms':>10} | {'net CPU ms/s':>12} | {'streams/core':>12} | "
-        f"{'core %':>6} | {'srv %':>5} | RSS MB"
-    )
-    for k, phases in capacity.items():
-        data["capacity"][str(k)] = {}
-        for c in CLIENTS:
-            ph = phases[c]
-            m = ph.matched()
-            lags = ph.lags()
-            cpu = ph.cpu()
-            ok = lags["p95"] < FRAME_MS and m.lost == 0 and not m.errors
-            core_pct = cpu.raw_ms * k / 10  # ms per audio-s x K streams -> % of a core
-            w(
-                f"{k:>4} {c:<9}| {_trio(lags):<22}| {'yes' if ok else 'NO':<8} | {m.lost:>4} | "
-                f"{_f(summary(m.all_ms)['p95']):>10} | {_f(cpu.net_ms, 3):>12} | "
-                f"{_f(cpu.streams_per_core, 0):>12} | {_f(core_pct, 0):>6} | "
-                f"{_f(ph.server_pct(), 0):>5} | {_f(ph.rss_mb(), 0)}"
-            )
-            data["capacity"][str(k)][c] = {
-                "lag_ms": lags,
-                "keeps_up": ok,
-                "lost": m.lost,
-                "errors": m.errors[:5],
-                "latency_ms": summary(m.all_ms),
-                "cpu_raw_ms": cpu.raw_ms,
-                "cpu_net_ms": cpu.net_ms,
-                "streams_per_core": cpu.streams_per_core,
-                "server_cpu_pct": ph.server_pct(),
-                "rss_mb": ph.rss_mb(),
-            }
-    w("")
 
-    # ratios and goals
-    lat = {c: summary(latency[c].matched().all_ms)["p95"] for c in CLIENTS}
-    cpu_net = {c: latency[c].cpu().net_ms for c in CLIENTS}
+
+def _capacity_rows(mr: ModelRuns, k: int, w: Write, out: dict[str, Any]) -> None:
+    for c in CLIENTS:
+        ph = mr.capacity[k][c]
+        m = ph.matched()
+        lags = ph.lags()
+        cpu = ph.cpu()
+        ok = lags["p95"] < FRAME_MS and m.lost == 0 and not m.errors
+        core_pct = cpu.raw_ms * k / 10  # ms per audio-s x K streams -> % of a core
+        w(
+            f"{k:>4} {mr.model:<10}{c:<9}| {_trio(lags):<22}| {'yes' if ok else 'NO':<8} | "
+            f"{m.lost:>4} | {_f(summary(m.all_ms)['p95']):>10} | {_f(cpu.net_ms, 3):>12} | "
+            f"{_f(cpu.streams_per_core, 0):>12} | {_f(core_pct, 0):>6} | "
+            f"{_f(ph.server_pct(), 0):>5} | {_f(ph.rss_mb(), 0)}"
+        )
+        out[c] = {
+            "lag_ms": lags,
+            "keeps_up": ok,
+            "lost": m.lost,
+            "errors": m.errors[:5],
+            "latency_ms": summary(m.all_ms),
+            "cpu_raw_ms": cpu.raw_ms,
+            "cpu_net_ms": cpu.net_ms,
+            "streams_per_core": cpu.streams_per_core,
+            "server_cpu_pct": ph.server_pct(),
+            "rss_mb": ph.rss_mb(),
+        }
+
+
+def _ratios_and_goals(mr: ModelRuns, w: Write, out: dict[str, Any]) -> None:
+    """Ratios ours/official and the goals, within ``mr.model`` only."""
+    lat = {c: summary(mr.latency[c].matched().all_ms)["p95"] for c in CLIENTS}
+    cpu_net = {c: mr.latency[c].cpu().net_ms for c in CLIENTS}
     lat_ratio = _ratio(lat["ours"], lat["official"])
     cpu_ratio = _ratio(cpu_net["ours"], cpu_net["official"])
     w(
-        f"ratios ours/official (same run): latency p95 {_f(lat_ratio)}, "
+        f"ratios ours/official ({mr.model}, same run): latency p95 {_f(lat_ratio)}, "
         f"net CPU per audio-s {_f(cpu_ratio)}"
     )
     # Streams per core is judged where it matters, at the largest K run (>= 200): per
     # stream costs shrink with K as event-loop wake-ups are shared, so phase B's small N
     # understates capacity; both are printed.
-    verify_k = max(capacity, default=None)
+    verify_k = max(mr.capacity, default=None)
     derived = (
-        capacity[verify_k]["ours"].cpu().streams_per_core
+        mr.capacity[verify_k]["ours"].cpu().streams_per_core
         if verify_k is not None
-        else latency["ours"].cpu().streams_per_core
+        else mr.latency["ours"].cpu().streams_per_core
     )
     verified = (
-        data["capacity"][str(verify_k)]["ours"]["keeps_up"]
+        out["capacity"][str(verify_k)]["ours"]["keeps_up"]
         if verify_k is not None and verify_k >= GOAL_VERIFY_K
         else None
     )
@@ -449,17 +462,89 @@ def report(
             + ("not run" if verified is None else ("kept up" if verified else "did NOT keep up")),
         ),
     ]
-    w("goals:")
-    data["goals"] = {}
+    w(f"goals ({mr.model}):")
+    out["goals"] = {}
     for name, ok, detail in goals:
         w(f"  [{'PASS' if ok else 'FAIL'}] {name}: {detail}")
-        data["goals"][name] = {"pass": bool(ok), "detail": detail}
-    data["ratios"] = {"latency_p95": lat_ratio, "cpu_net": cpu_ratio}
+        out["goals"][name] = {"pass": bool(ok), "detail": detail}
+    out["ratios"] = {"latency_p95": lat_ratio, "cpu_net": cpu_ratio}
+
+
+def report(plan: Plan, runs: list[ModelRuns]) -> tuple[str, dict[str, Any]]:
+    """The tables (phase by phase, one row per model and client) and the JSON numbers."""
+    lines: list[str] = []
+    data: dict[str, Any] = {"plan": plan.__dict__, "models": {}}
+    for mr in runs:
+        data["models"][mr.model] = {
+            "protocol": PROTOCOLS[mr.model],
+            "seconds": mr.seconds,
+            "capacity_seconds": mr.capacity_seconds,
+            "stamp_gap_ms": mr.stamp_gap,
+            "latency_phase": {},
+            "capacity": {},
+        }
+    w = lines.append
+    w(
+        f"STT client benchmark: ours (plugins.baseten_stt) vs official (livekit-plugins-baseten) "
+        f"| {psutil.cpu_count()} cores, Python {platform.python_version()}, "
+        f"loadavg {os.getloadavg()[0]:.2f}"
+    )
+    w(
+        "models: "
+        + ", ".join(f"{mr.model} (server --protocol {PROTOCOLS[mr.model]})" for mr in runs)
+        + "; one server per model, both clients against it; ratios are within a model"
+    )
+    w(
+        f"audio: espeak-ng phrases + {GAP_S} s pauses, 16 kHz, 20 ms frames in real time; "
+        f"repeats={plan.repeats} (client order alternates)"
+    )
+    w("")
+    gaps = ", ".join(
+        f"{mr.model} p50 {_f(mr.stamp_gap['p50'], 3)} ms, p95 {_f(mr.stamp_gap['p95'], 3)} ms"
+        for mr in runs
+    )
+    w(
+        f"A. client-added latency, server send -> SpeechEvent yielded "
+        f"({plan.latency_streams} streams x {_f(plan.seconds, 1)} s), ms; server stamp "
+        f"= before serialise+write (which took {gaps}: included, for both clients)"
+    )
+    w(
+        f"{'model':<10}{'client':<9}| {'interim p50/p95/max':<22}| {'final p50/p95/max':<22}| "
+        f"{'all p50/p95/max':<22}| events I/F | lost | errors"
+    )
+    for mr in runs:
+        _latency_rows(mr, w, data["models"][mr.model]["latency_phase"])
+    w("")
+    w("B. CPU per audio second (same runs as A), ms CPU / audio-s per stream")
+    w(
+        f"{'model':<10}{'client':<9}| {'raw':>7} | {'harness':>7} | {'net':>7} | "
+        "derived streams/core"
+    )
+    for mr in runs:
+        _cpu_rows(mr, w, data["models"][mr.model]["latency_phase"])
+    w("")
+    w(
+        f"C. capacity: K real-time streams in one process, scripted server engine "
+        f"({_f(plan.capacity_seconds, 1)} s); keeps up = lag p95 < {FRAME_MS:.0f} ms and 0 lost"
+    )
+    w(
+        f"{'K':>4} {'model':<10}{'client':<9}| {'lag p50/p95/max ms':<22}| keeps up | lost | "
+        f"{'lat p95 ms':>10} | {'net CPU ms/s':>12} | {'streams/core':>12} | "
+        f"{'core %':>6} | {'srv %':>5} | RSS MB"
+    )
+    for k in plan.capacity:
+        for mr in runs:
+            cap = data["models"][mr.model]["capacity"]
+            cap[str(k)] = {}
+            _capacity_rows(mr, k, w, cap[str(k)])
+    for mr in runs:
+        w("")
+        _ratios_and_goals(mr, w, data["models"][mr.model])
     return "\n".join(lines), data
 
 
-def print_profile(path: Path, client: str, top: int = 30) -> None:
-    print(f"\n--- cProfile of {client} (pacing window; sorted by own time) ---")
+def print_profile(path: Path, model: str, client: str, top: int = 30) -> None:
+    print(f"\n--- cProfile of {client} ({model}; pacing window; sorted by own time) ---")
     stats = pstats.Stats(str(path))
     stats.sort_stats("tottime").print_stats(top)
 
@@ -467,7 +552,16 @@ def print_profile(path: Path, client: str, top: int = 30) -> None:
 # --------------------------------------------------------------------------- main
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.stt_client_bench", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="small plan, finishes in < 60 s")
+    p.add_argument("--quick", action="store_true", help="small plan, ~45 s per model on 2 cores")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODELS,
+        default=list(MODELS),
+        metavar="MODEL",
+        help=f"STT(model=...) values to measure, each against its own server "
+        f"(default: {' '.join(MODELS)})",
+    )
     p.add_argument(
         "--streams",
         type=int,
@@ -493,96 +587,103 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="finally profile each client (cProfile) at the first capacity K",
+        help="finally profile each client (cProfile) at the first capacity K, per model",
     )
     return p
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
+    """The requested plan; seconds are aligned per model when run (``aligned_seconds``)."""
     base = QUICK if args.quick else FULL
     return Plan(
         latency_streams=args.latency_streams or base.latency_streams,
-        seconds=aligned_seconds(args.seconds or base.seconds),
+        seconds=args.seconds or base.seconds,
         capacity=list(args.streams or base.capacity),
-        capacity_seconds=aligned_seconds(args.capacity_seconds or base.capacity_seconds),
+        capacity_seconds=args.capacity_seconds or base.capacity_seconds,
         baseline_seconds=base.baseline_seconds,
         grace=base.grace,
         repeats=args.repeats or base.repeats,
     )
 
 
+def run_model(model: str, plan: Plan, *, audio: Path, workdir: Path, profile: bool) -> ModelRuns:
+    """Start ``model``'s server, run every phase for both clients, stop it."""
+    mr = ModelRuns(
+        model=model,
+        seconds=aligned_seconds(plan.seconds, model),
+        capacity_seconds=aligned_seconds(plan.capacity_seconds, model),
+    )
+    mr.capacity = {k: {c: Phase() for c in CLIENTS} for k in plan.capacity}
+    server = Server(workdir=workdir, model=model)
+    common: dict[str, Any] = {"server": server, "plan": plan, "audio": audio, "workdir": workdir}
+    try:
+        for r in range(plan.repeats):
+            order = CLIENTS if r % 2 == 0 else CLIENTS[::-1]
+            for c in order:
+                print(
+                    f"[A/B] {model} {c} x{plan.latency_streams} (repeat {r + 1})", file=sys.stderr
+                )
+                mr.latency[c].runs.append(
+                    run_worker(
+                        client=c,
+                        streams=plan.latency_streams,
+                        seconds=mr.seconds,
+                        tag=f"lat{r}",
+                        **common,
+                    )
+                )
+            for k in plan.capacity:
+                for c in order:
+                    print(f"[C] {model} {c} K={k} (repeat {r + 1})", file=sys.stderr)
+                    mr.capacity[k][c].runs.append(
+                        run_worker(
+                            client=c,
+                            streams=k,
+                            seconds=mr.capacity_seconds,
+                            tag=f"cap{k}r{r}",
+                            **common,
+                        )
+                    )
+        if profile:
+            k = plan.capacity[0]
+            for c in CLIENTS:
+                print(f"[profile] {model} {c} K={k}", file=sys.stderr)
+                mr.profiles[c] = workdir / f"profile-{model}-{c}.pstats"
+                run_worker(
+                    client=c,
+                    streams=k,
+                    seconds=mr.capacity_seconds,
+                    tag=f"prof{k}",
+                    profile=mr.profiles[c],
+                    **common,
+                )
+        mr.stamp_gap = summary(
+            [(s.after_send - s.before_send) * 1000 for s in read_send_log(server.send_log)]
+        )
+    finally:
+        server.close()
+    return mr
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     plan = make_plan(args)
+    models = list(dict.fromkeys(args.models))  # de-duplicated, order kept
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="stt-bench-") as tmp:
         workdir = Path(tmp) if args.keep is None else args.keep
         workdir.mkdir(parents=True, exist_ok=True)
         audio = workdir / "speech.wav"
         build_audio(audio)
-        latency: dict[str, Phase] = {c: Phase() for c in CLIENTS}
-        capacity: dict[int, dict[str, Phase]] = {
-            k: {c: Phase() for c in CLIENTS} for k in plan.capacity
-        }
-        profiles: dict[str, Path] = {}
-        server = Server(workdir=workdir)
-        try:
-            for r in range(plan.repeats):
-                order = CLIENTS if r % 2 == 0 else CLIENTS[::-1]
-                for c in order:
-                    print(f"[A/B] {c} x{plan.latency_streams} (repeat {r + 1})", file=sys.stderr)
-                    latency[c].runs.append(
-                        run_worker(
-                            client=c,
-                            server=server,
-                            streams=plan.latency_streams,
-                            seconds=plan.seconds,
-                            plan=plan,
-                            audio=audio,
-                            workdir=workdir,
-                            tag=f"lat{r}",
-                        )
-                    )
-                for k in plan.capacity:
-                    for c in order:
-                        print(f"[C] {c} K={k} (repeat {r + 1})", file=sys.stderr)
-                        capacity[k][c].runs.append(
-                            run_worker(
-                                client=c,
-                                server=server,
-                                streams=k,
-                                seconds=plan.capacity_seconds,
-                                plan=plan,
-                                audio=audio,
-                                workdir=workdir,
-                                tag=f"cap{k}r{r}",
-                            )
-                        )
-            if args.profile:
-                k = plan.capacity[0]
-                for c in CLIENTS:
-                    print(f"[profile] {c} K={k}", file=sys.stderr)
-                    profiles[c] = workdir / f"profile-{c}.pstats"
-                    run_worker(
-                        client=c,
-                        server=server,
-                        streams=k,
-                        seconds=plan.capacity_seconds,
-                        plan=plan,
-                        audio=audio,
-                        workdir=workdir,
-                        tag=f"prof{k}",
-                        profile=profiles[c],
-                    )
-            stamp_gap = summary(
-                [(r.after_send - r.before_send) * 1000 for r in read_send_log(server.send_log)]
-            )
-        finally:
-            server.close()
-        table, data = report(plan, latency, capacity, stamp_gap)
+        # One model at a time: its server is the only other busy process.
+        runs = [
+            run_model(m, plan, audio=audio, workdir=workdir, profile=args.profile) for m in models
+        ]
+        table, data = report(plan, runs)
         print(table)
-        for c, path in profiles.items():
-            print_profile(path, c)
+        for mr in runs:
+            for c, path in mr.profiles.items():
+                print_profile(path, mr.model, c)
     elapsed = time.monotonic() - started
     print(f"\n(total {elapsed:.0f} s)")
     if args.json is not None:

@@ -1,7 +1,9 @@
 """One benchmark run in its own process: K real-time streams of ONE client (or none).
 
-``python -m bench.stt_worker --client ours|official --url-base ws://127.0.0.1:PORT ...``
-is started by ``bench.stt_client_bench`` (never by hand). A process per run keeps the
+``python -m bench.stt_worker --client ours|official --model whisper|qwen3-asr
+--url-base ws://127.0.0.1:PORT ...`` is started by ``bench.stt_client_bench`` (never by
+hand); ``--model`` picks the protocol both clients speak (``STT(model=...)``), and the
+server at ``--url-base`` must speak the same one. A process per run keeps the
 measurement clean: ``time.process_time()`` then counts this client only (the server is
 another process), and nothing one client leaves behind (tasks, sockets, caches) can tax
 the other.
@@ -54,6 +56,9 @@ CONNECTOR_LIMIT = 0
 #: on loopback with both clients, plus a fixed second of slack for a busy machine.
 CONNECT_SLACK_S = 1.0
 CONNECT_PER_STREAM_S = 0.005
+
+#: ``STT(model=...)`` values both clients accept (same spelling in both).
+MODELS = ("whisper", "qwen3-asr")
 
 E = stt.SpeechEventType
 KIND = {E.INTERIM_TRANSCRIPT: "I", E.FINAL_TRANSCRIPT: "F"}
@@ -120,13 +125,21 @@ async def pace(
     return lags
 
 
-def make_client(kind: str, *, url: str, session: aiohttp.ClientSession) -> Any:
-    """An STT of either client with the same recognition options on the wire."""
+def make_client(kind: str, *, model: str, url: str, session: aiohttp.ClientSession) -> Any:
+    """An STT of either client for ``model`` with the same recognition options on the wire.
+
+    Server VAD settings are left to each client's per-model defaults, which agree
+    (Whisper 300/30 ms, Qwen3-ASR 500/100 ms silence/pad). The session is passed in, so
+    neither client needs LiveKit's ``utils.http_context`` (the official Qwen3 backend
+    only falls back to it when ``http_session`` is None).
+    """
     common: dict[str, Any] = {
+        "model": model,
         "api_key": "bench-key",
         "model_endpoint": url,
         "http_session": session,
-        # Same cadence for both (the official default is 1.0 s, ours and the server's 0.5).
+        # Same cadence for both (the official Whisper default is 1.0 s; ours, the
+        # official Qwen3 default and the servers' is 0.5).
         "partial_transcript_interval_s": 0.5,
     }
     if kind == "ours":
@@ -186,6 +199,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     result: dict[str, Any] = {
         "client": args.client,
+        "model": args.model,
         "streams": k,
         "seconds": ticks * FRAME_S,
         "baseline_seconds": base_ticks * FRAME_S,
@@ -198,7 +212,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     # 2. the client
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONNECTOR_LIMIT))
     clients = [
-        make_client(args.client, url=args.url_base + stream_path(args.run_id, i), session=session)
+        make_client(
+            args.client,
+            model=args.model,
+            url=args.url_base + stream_path(args.run_id, i),
+            session=session,
+        )
         for i in range(k)
     ]
     streams = [c.stream() for c in clients]
@@ -256,6 +275,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.stt_worker", description=__doc__)
     p.add_argument("--client", choices=("ours", "official", "baseline"), required=True)
+    p.add_argument("--model", choices=MODELS, default="whisper", help="protocol both clients speak")
     p.add_argument("--url-base", default="", help="ws://host:port of the local server")
     p.add_argument("--run-id", default="run", help="tag in every stream's websocket path")
     p.add_argument("--streams", type=int, default=1)

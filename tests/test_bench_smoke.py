@@ -1,7 +1,7 @@
 """The STT client benchmark's quick mode runs end to end and prints its table.
 
 No timing assertions (numbers depend on the machine): only that both clients were
-measured, produced numbers, matched events to server sends and lost none.
+measured for both models, produced numbers, matched events to server sends and lost none.
 """
 
 from __future__ import annotations
@@ -17,10 +17,17 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NUMBER = r"-?\d+\.\d+"
+#: The bench's default ``--models``.
+MODELS = ("whisper", "qwen3-asr")
 
 
 @pytest.mark.timeout(300)
-def test_quick_mode_prints_table_for_both_clients(tmp_path: Path) -> None:
+def test_quick_mode_prints_tables_for_both_models_and_clients(tmp_path: Path) -> None:
+    """The default ``--quick`` run: Whisper and Qwen3-ASR, ours and official (~85 s on 2 cores).
+
+    One run of the default covers both models and the combined report; a run per model
+    would cost the same (each model is its own server and worker runs).
+    """
     out_json = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench.stt_client_bench", "--quick", "--json", str(out_json)],
@@ -34,26 +41,36 @@ def test_quick_mode_prints_table_for_both_clients(tmp_path: Path) -> None:
     table = proc.stdout
     for header in ("A. client-added latency", "B. CPU per audio second", "C. capacity"):
         assert header in table, table
-    for client in ("ours", "official"):
-        # latency row: three p50/p95/max trios of real numbers, then event counts
-        row = re.search(rf"^{client}\s*\|(.*)$", table, re.MULTILINE)
-        assert row is not None, table
-        assert len(re.findall(NUMBER, row.group(1))) >= 9, row.group(0)
-        # capacity row for K=50
-        assert re.search(rf"^\s*50 {client}\s*\|\s*{NUMBER} / {NUMBER}", table, re.MULTILINE)
-    assert re.search(rf"ratios ours/official .*latency p95 {NUMBER}, net CPU", table), table
-    assert len(re.findall(r"^\s+\[(PASS|FAIL)\] ", table, re.MULTILINE)) == 4, table
+    for model in MODELS:
+        for client in ("ours", "official"):
+            # latency row: three p50/p95/max trios of real numbers, then event counts
+            row = re.search(rf"^{model}\s+{client}\s*\|(.*)$", table, re.MULTILINE)
+            assert row is not None, table
+            assert len(re.findall(NUMBER, row.group(1))) >= 9, row.group(0)
+            # capacity row for K=50
+            assert re.search(
+                rf"^\s*50 {model}\s+{client}\s*\|\s*{NUMBER} / {NUMBER}", table, re.MULTILINE
+            ), table
+        assert re.search(
+            rf"ratios ours/official \({model}, .*latency p95 {NUMBER}, net CPU", table
+        ), table
+        goals = table.split(f"goals ({model}):\n", 1)[1].splitlines()[:4]
+        assert all(re.match(r"^\s+\[(PASS|FAIL)\] ", g) for g in goals), table
+    assert len(re.findall(r"^\s+\[(PASS|FAIL)\] ", table, re.MULTILINE)) == 4 * len(MODELS)
 
     data = json.loads(out_json.read_text())
-    for client in ("ours", "official"):
-        lat = data["latency_phase"][client]
-        assert lat["all_ms"]["n"] > 0  # events were matched to server sends
-        assert lat["interim_ms"]["n"] > 0 and lat["final_ms"]["n"] > 0
-        assert lat["lost"] == 0 and lat["errors"] == []
-        assert lat["cpu"]["raw_ms"] > 0
-        cap = data["capacity"]["50"][client]
-        assert cap["lost"] == 0 and cap["errors"] == []
-        assert cap["latency_ms"]["n"] > 0
+    assert list(data["models"]) == list(MODELS)
+    for model in MODELS:
+        per_model = data["models"][model]
+        for client in ("ours", "official"):
+            lat = per_model["latency_phase"][client]
+            assert lat["all_ms"]["n"] > 0, (model, client)  # events matched to server sends
+            assert lat["interim_ms"]["n"] > 0 and lat["final_ms"]["n"] > 0, (model, client)
+            assert lat["lost"] == 0 and lat["errors"] == [], (model, client, lat)
+            assert lat["cpu"]["raw_ms"] > 0
+            cap = per_model["capacity"]["50"][client]
+            assert cap["lost"] == 0 and cap["errors"] == [], (model, client, cap)
+            assert cap["latency_ms"]["n"] > 0
 
 
 @pytest.mark.timeout(300)
