@@ -142,7 +142,11 @@ async def run_mode(
 
     result = ModeResult(mode=mode, env=dict(extra_env or {}))
     async with LocalStack(
-        llm_ttft_s=LLM_TTFT_S, tts_ttfb_s=TTS_TTFB_S, agent_name=AGENT_NAME
+        llm_ttft_s=LLM_TTFT_S,
+        tts_ttfb_s=TTS_TTFB_S,
+        agent_name=AGENT_NAME,
+        # --env BASETEN_MODEL=qwen3-asr: the stand-in speaks the protocol the worker is told
+        baseten_model=(extra_env or {}).get("BASETEN_MODEL", "whisper"),
     ) as stack:
         env = {
             **stack.env,

@@ -1,7 +1,9 @@
-"""Baseten streaming-Whisper STT for LiveKit Agents (vendored, hardened).
+"""Baseten streaming STT for LiveKit Agents (vendored, hardened): Whisper and Qwen3-ASR.
 
 ``from plugins.baseten_stt import STT`` gives a ``livekit.agents.stt.STT`` that speaks
-Baseten's websocket protocol (``protocol.py``) without ``livekit.plugins.baseten``.
+Baseten's websocket protocols (``protocol.py``; ``STT(model="whisper" | "qwen3-asr")``,
+one stream core in ``stream.py``, one ``dialect.py`` class per protocol) without
+``livekit.plugins.baseten``.
 Per-final latency arrives as ``stt.on("transcript_latency", cb)`` with a
 :class:`TranscriptLatency`; counters live on ``stt.stats`` (:class:`STTStats`).
 """
