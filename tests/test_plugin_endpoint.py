@@ -154,6 +154,7 @@ def test_constructor_env_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"encoding": "pcm_mulaw", "sample_rate": 16000}, "sample_rate"),
         ({"language": ""}, "language"),
         ({"model": "qwen3"}, "model"),
+        ({"buffer_size_seconds": 0.05}, "buffer_size_seconds"),
         ({"model": "qwen3-asr", "encoding": "pcm_mulaw"}, "encoding"),
         ({"model": "qwen3-asr", "language_options": ["en", "de"]}, "language_options"),
         ({"api_key": "abc\n"}, "api_key"),

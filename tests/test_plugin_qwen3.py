@@ -438,3 +438,25 @@ async def test_flush_then_end_input_keeps_the_second_turn(baseten_server) -> Non
     assert len(finals) == 2, finals
     assert word_error_rate(text_a, finals[0]) <= 0.1
     assert word_error_rate(text_b, finals[1]) <= 0.1
+
+
+def test_the_official_constructor_arguments_are_accepted() -> None:
+    # what a user of livekit.plugins.baseten.STT(model="qwen3-asr", ...) may pass
+    stt = STT(
+        model="qwen3-asr",
+        api_key="k",
+        model_endpoint=ENDPOINT,
+        sample_rate=16000,
+        buffer_size_seconds=0.1,
+        language="English",
+        enable_partial_transcripts=False,
+        partial_transcript_interval_s=0.5,
+        final_transcript_max_duration_s=30,
+        show_word_timestamps=True,
+        vad_threshold=0.5,
+        vad_min_silence_duration_ms=400,
+        vad_speech_pad_ms=50,
+    )
+    assert not stt.capabilities.interim_results and stt.capabilities.aligned_transcript == "word"
+    whisper = STT(api_key="k", model_endpoint=ENDPOINT, buffer_size_seconds=0.032)
+    assert whisper.model == "whisper"

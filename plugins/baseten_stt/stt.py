@@ -54,6 +54,7 @@ class STT(stt.STT[EventTypes]):
         prompt: str = "",
         encoding: STTEncoding = "pcm_s16le",
         sample_rate: int | None = None,
+        buffer_size_seconds: float | None = None,
         allow_insecure: bool = False,
         ssl_context: ssl.SSLContext | None = None,
         replay_buffer_s: float = 35.0,
@@ -96,6 +97,10 @@ class STT(stt.STT[EventTypes]):
                 256-byte frames, Whisper only); input audio of any rate and channel count
                 is resampled and downmixed to match.
             sample_rate: accepted for compatibility; must equal the encoding's rate.
+            buffer_size_seconds: accepted for compatibility. Frames are the protocol's
+                (Whisper: one 32 ms VAD window, the only size its server accepts, so any
+                other value is refused here rather than by the server mid-call; Qwen3-ASR:
+                100 ms, and the value is ignored, as the official client ignores it).
             allow_insecure: permit plaintext ``ws://`` to non-loopback hosts.
             ssl_context: TLS trust for ``wss://``; default: the system store
                 (``ssl.create_default_context()``, honours ``SSL_CERT_FILE``).
@@ -175,6 +180,15 @@ class STT(stt.STT[EventTypes]):
             raise ValueError(
                 f"encoding must be 'pcm_s16le' or 'pcm_mulaw', got {encoding!r}"
             ) from None
+        if (
+            model == "whisper"
+            and buffer_size_seconds is not None
+            and abs(buffer_size_seconds - enc.frame_samples / enc.sample_rate) > 1e-6
+        ):
+            raise ValueError(
+                f"buffer_size_seconds={buffer_size_seconds!r}: Baseten's Whisper server accepts "
+                "only 0.032 s frames (one VAD window), which this plugin always sends"
+            )
         if sample_rate is not None and sample_rate != enc.sample_rate:
             raise ValueError(
                 f"sample_rate={sample_rate} does not match encoding {enc.value!r}, which the "
