@@ -144,6 +144,7 @@ async def test_stack_env_is_a_valid_worker_config_and_stand_ins_check_their_keys
         env = stack.env
         assert set(env) == {
             "LIVEKIT_AGENT_NAME",
+            "BASETEN_MODEL",
             "BASETEN_MODEL_ENDPOINT",
             "BASETEN_API_KEY",
             "OPENAI_BASE_URL",
@@ -152,6 +153,7 @@ async def test_stack_env_is_a_valid_worker_config_and_stand_ins_check_their_keys
             "CARTESIA_API_KEY",
         }
         assert env["BASETEN_MODEL_ENDPOINT"].startswith("ws://127.0.0.1:")
+        assert env["BASETEN_MODEL"] == "whisper"  # the protocol the stand-in speaks
         placeholders = {"LIVEKIT_URL": "ws://127.0.0.1:9", "LIVEKIT_API_KEY": "k" * 8}
         settings = load_settings(
             {**env, **placeholders, "LIVEKIT_API_SECRET": "s" * 32}, profile=Profile.WORKER
