@@ -539,12 +539,12 @@ async def test_fault_stall_stops_answering_but_keeps_tcp_open(
 async def test_fault_inference_delay(http: aiohttp.ClientSession, srv: LocalBasetenServer) -> None:
     srv.faults = FaultPlan(inference_delay_s=0.7)
     ws = await open_stream(http, srv)
-    await send_audio(ws, to_frames(speech_with_silence(TEST_PHRASES[2])))
     loop = asyncio.get_running_loop()
     started = loop.time()
+    await send_audio(ws, to_frames(speech_with_silence(TEST_PHRASES[2])))
     finals = [r for r in results(await until_finished(ws)) if r.is_final]
     assert heard(finals) == said(TEST_PHRASES[2]), finals
-    # Every transcription (partials too) waits 0.7 s first, in FIFO order.
+    # Every transcription (partials too) leaves 0.7 s after it was queued, in FIFO order.
     assert loop.time() - started >= 0.7
 
 

@@ -64,7 +64,9 @@ class FaultPlan:
     stall_after_frames: int | None = None
     #: ...on this many connections.
     stall_connections: int = 1
-    #: Extra seconds added to every transcription (simulates GPU queueing/cold model).
+    #: Extra seconds before every transcription leaves (a deep GPU queue or a cold model).
+    #: Latency, not throughput: results are pipelined, each sent this long after its job
+    #: was queued (plus the decode), so a slow server still sends its partials.
     inference_delay_s: float = 0.0
     inject_errors: list[InjectedError] = field(default_factory=list)
 

@@ -380,51 +380,39 @@ class StreamSession(abc.ABC):
 
     # ------------------------------------------------------------------ worker
     async def _worker(self) -> None:
-        while True:
-            job = await self._queue.get()
-            self._decoding = True
-            try:
-                delay = self._faults.plan.inference_delay_s
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                try:
-                    if job.is_final:
-                        self._final_queued.clear()
-                        recognition = await self._decode_final(job)
-                    else:
-                        superseding = await self._decode_unless_final_queued(job)
-                        if superseding is None:
-                            self._stats.partials_dropped += 1
-                            continue
-                        recognition = superseding
-                except PoolBusy:
-                    self._stats.partials_dropped += 1  # the spare thread went to another stream
+        """Decode queued jobs in order; results go to ``_sender``, which sends them.
+
+        ``FaultPlan.inference_delay_s`` is latency, not throughput: each result leaves that
+        long after its job was queued (plus the decode), as on a GPU whose queue is deep but
+        pipelined, so a slow-but-alive server still sends a partial every
+        ``partial_transcript_interval_s`` of speech, only later. A job counts as done
+        (``_queue.task_done``) once its result is sent, so ``_queue.join()`` still means
+        "everything queued has been answered".
+        """
+        outbox: asyncio.Queue[tuple[float, _Job, TranscriptionResult]] = asyncio.Queue()
+        sender = asyncio.create_task(self._sender(outbox), name=f"baseten-sender-{self.stream_id}")
+        try:
+            while True:
+                job = await self._queue.get()
+                result = await self._transcribe(job)
+                if result is None:
+                    self._queue.task_done()
                     continue
-                except Exception as exc:  # one failed task does not end the stream
-                    log.exception("transcription failed")
-                    await self._send_error(
-                        ErrorType.TRANSCRIPTION_ERROR,
-                        f"Transcription failed: {exc}",
-                        recoverable=True,
-                    )
-                    continue
-                if self._skip(job, recognition):
-                    self._stats.partials_dropped += 1
-                    continue
-                result = TranscriptionResult(
-                    segments=_not_before(recognition.segments, job.speech_start_s),
-                    language_code=recognition.language_code,
-                    language_prob=recognition.language_prob,
-                    audio_length_sec=job.audio_length_sec,
-                    is_final=job.is_final,
-                    transcription_num=job.transcription_num,
-                    pipeline_latency=(
-                        round(time.monotonic() - job.received_at, 4)
-                        if self._settings.pipeline_latency
-                        else None
-                    ),
-                    is_end_of_audio_flush=True if job.end_of_audio_flush else None,
+                outbox.put_nowait(
+                    (job.received_at + self._faults.plan.inference_delay_s, job, result)
                 )
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+
+    async def _sender(self, outbox: asyncio.Queue[tuple[float, _Job, TranscriptionResult]]) -> None:
+        while True:
+            due, _job, result = await outbox.get()
+            try:
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 payload = self._result_payload(result)
                 before = time.time()
                 await self._send(payload)
@@ -432,8 +420,52 @@ class StreamSession(abc.ABC):
                     self._report_sent(result, before)
                 self._count_result(result)
             finally:
-                self._decoding = False
                 self._queue.task_done()
+
+    async def _transcribe(self, job: _Job) -> TranscriptionResult | None:
+        """One job's result, or None when it is not sent (a dropped or failed partial)."""
+        self._decoding = True
+        try:
+            try:
+                if job.is_final:
+                    self._final_queued.clear()
+                    recognition = await self._decode_final(job)
+                else:
+                    superseding = await self._decode_unless_final_queued(job)
+                    if superseding is None:
+                        self._stats.partials_dropped += 1
+                        return None
+                    recognition = superseding
+            except PoolBusy:
+                self._stats.partials_dropped += 1  # the spare thread went to another stream
+                return None
+            except Exception as exc:  # one failed task does not end the stream
+                log.exception("transcription failed")
+                await self._send_error(
+                    ErrorType.TRANSCRIPTION_ERROR,
+                    f"Transcription failed: {exc}",
+                    recoverable=True,
+                )
+                return None
+            if self._skip(job, recognition):
+                self._stats.partials_dropped += 1
+                return None
+            return TranscriptionResult(
+                segments=_not_before(recognition.segments, job.speech_start_s),
+                language_code=recognition.language_code,
+                language_prob=recognition.language_prob,
+                audio_length_sec=job.audio_length_sec,
+                is_final=job.is_final,
+                transcription_num=job.transcription_num,
+                pipeline_latency=(
+                    round(time.monotonic() - job.received_at, 4)
+                    if self._settings.pipeline_latency
+                    else None
+                ),
+                is_end_of_audio_flush=True if job.end_of_audio_flush else None,
+            )
+        finally:
+            self._decoding = False
 
     async def _decode_final(self, job: _Job) -> Recognition:
         """A final; a flush of a buffer without signal (a commit after silence) is not

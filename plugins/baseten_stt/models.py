@@ -82,8 +82,17 @@ class STTOptions:
     # Deepgram's plugin keeps alive every 5 s; health_check doubles as an RTT probe.
     keepalive_interval_s: float = 5.0
     # Three missed keepalives: long enough not to trip on a busy GPU, short enough that
-    # a wedged socket costs one sentence, not the call.
+    # a wedged socket costs one sentence, not the call. The last resort: while the caller
+    # speaks, speech_stall_s notices a hang first.
     stall_timeout_s: float = 15.0
+    # Seconds of the caller's speech (frames above -45 dBFS) sent with no result back =
+    # a stall. A live server answers every partial_transcript_interval_s (0.5 s) of speech;
+    # one that is slow by a latency L answers within L + 0.5 s of speech at worst (after an
+    # utterance boundary). 1.75 s tolerates L = 1 s with 0.25 s to spare: the stand-in with
+    # a 1 s inference delay left at most 1.31 s of speech unanswered, and a hang was
+    # noticed 2.6-2.8 s after it while the caller read on (bench.stall_bench). Only with
+    # partials on (without them, finals alone answer).
+    speech_stall_s: float = 1.75
     # Scale-to-zero cold starts: Coval measured ~253 s boots and allows 360 s.
     cold_start_timeout_s: float = 360.0
     # After end_audio: queued inference plus the flush final; seconds, not minutes.
@@ -180,6 +189,7 @@ class STTOptions:
         for name in (
             "keepalive_interval_s",
             "stall_timeout_s",
+            "speech_stall_s",
             "cold_start_timeout_s",
             "finish_timeout_s",
         ):

@@ -33,6 +33,8 @@ class STTStats:
     commit_replies: int = 0  # flush replies received
     last_commit_reply_s: float | None = None  # newest commit -> reply time
     last_rtt_s: float | None = None  # newest health_check round trip
+    # the most speech-energy audio sent with no result back (speech_stall_s's margin)
+    max_speech_unanswered_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -77,9 +77,14 @@ DUPLICATE_TOLERANCE_S = 0.032
 #: server's VAD decides per 32 ms window, so one more window guarantees it has counted the
 #: full silence whatever the phase of its windows.
 FLUSH_MARGIN_FRAMES = 1
-#: How often a dialect without a probe message (Qwen3-ASR) checks for a server that owes a
-#: reply: often enough that a stall is noticed within a second of its timeout.
-WATCHDOG_INTERVAL_S = 0.5
+#: How often the watchdog checks for a server that owes a reply: a stall is noticed within
+#: this of its threshold (``speech_stall_s``, the commit and stall timeouts).
+WATCHDOG_INTERVAL_S = 0.25
+#: A protocol frame whose RMS is above this carries speech energy (the server owes results
+#: for it). Room audio between words sits near -60 dBFS (Opus comfort noise, measured on the
+#: packaged human clips over WebRTC), conversational speech at -35..-15 dBFS.
+SPEECH_RMS_DBFS = -45.0
+_SPEECH_MEAN_SQUARE = (32768 * 10 ** (SPEECH_RMS_DBFS / 20)) ** 2
 #: Connection-loss kinds that are the server's normal behaviour, not failures: they neither
 #: spend the retry budget nor log a warning.
 _EXPECTED_LOSSES = frozenset({"update", "closed_after_commit"})
@@ -118,6 +123,9 @@ class _Conn:
     last_commit_sent: int = -1  # frame index of the newest commit sent on this socket
     flush_replies: int = 0
     last_audio_sent: float = 0.0
+    # seconds of speech-energy audio sent since the server's last result (speech_stall_s)
+    speech_unanswered_s: float = 0.0
+    last_result: float = field(default_factory=time.monotonic)
 
 
 class SpeechStream(stt.RecognizeStream):
@@ -561,13 +569,20 @@ class SpeechStream(stt.RecognizeStream):
         encode = self._dialect.encode
         audio_message = self._dialect.audio_message
         marks = self._commit_marks
+        frame_s = self._frame_s
+        speech_limit = self._opts.speech_stall_s
         sent = 0
         try:
             while len(pending) >= size:
-                frame = encode(pending[:size])
+                pcm = pending[:size]
+                frame = encode(pcm)
                 del pending[:size]
-                # kept before it is sent: a frame lost with a dying socket is replayed
+                # kept before anything can fail: a frame lost with a dying socket is replayed
                 replay.append(frame)
+                if _is_speech(pcm):
+                    conn.speech_unanswered_s += frame_s
+                    if conn.speech_unanswered_s > speech_limit:
+                        self._check_speech_answered(conn, time.monotonic())
                 if ws.closed:
                     raise _SendFailed("socket closed while sending")
                 msg = audio_message(frame)
@@ -646,46 +661,78 @@ class SpeechStream(stt.RecognizeStream):
     async def _keepalive_loop(self, conn: _Conn) -> None:
         """Keep the socket busy and notice a server that has stopped answering.
 
-        Whisper: ``health_check`` every ``keepalive_interval_s``, which keeps a silent
-        caller's socket busy, measures RTT and detects a wedged server (once it has proven
-        it answers). Qwen3-ASR has no probe, so a watchdog judges what the server *owes*:
-        the reply to a commit, or results for an utterance it has started (``_owed_reply``).
-        Dead TCP is caught by transport pings in both (``connect.py``).
+        Every ``WATCHDOG_INTERVAL_S`` the watchdog judges what the server *owes*
+        (``_check_owed_reply``): results for speech we sent, the reply to a commit, results
+        for an utterance it has started. Whisper also gets a ``health_check`` every
+        ``keepalive_interval_s``, which keeps a silent caller's socket busy, measures RTT and
+        detects a wedged server while nobody speaks (once it has proven it answers).
+        Qwen3-ASR has no probe. Dead TCP is caught by transport pings in both
+        (``connect.py``).
         """
         interval = self._opts.keepalive_interval_s
+        next_probe = time.monotonic()
         while True:
             now = time.monotonic()
-            trace_id = f"{self._request_id[:8]}-{next(self._health_ids)}"
-            probe = self._dialect.keepalive_message(trace_id, time.time())
-            if probe is None:
-                self._check_owed_reply(conn, now)
-                await asyncio.sleep(min(interval, WATCHDOG_INTERVAL_S))
-                continue
-            # Probe first, then wait: an early reply proves the server answers health
-            # checks, which arms stall detection before anything can go wrong.
-            if conn.health_pending and self._health_supported:
-                # Stalled = a probe unanswered AND nothing else heard for the whole
-                # window: a server busy sending results (e.g. draining its queue after
-                # end_audio) is alive even if it answers probes late.
-                oldest = min(conn.health_pending.values())
-                quiet = now - conn.last_rx
-                if min(now - oldest, quiet) > self._opts.stall_timeout_s:
-                    raise _ConnectionLost(
-                        f"no health_check reply for {now - oldest:.1f} s", kind="stall"
-                    )
-            conn.health_pending[trace_id] = now
-            await self._send(conn, probe)
-            await asyncio.sleep(interval)
+            self._check_owed_reply(conn, now)
+            if now >= next_probe:
+                next_probe = now + interval
+                await self._probe(conn, now)
+            await asyncio.sleep(min(WATCHDOG_INTERVAL_S, max(0.0, next_probe - now)))
+
+    async def _probe(self, conn: _Conn, now: float) -> None:
+        trace_id = f"{self._request_id[:8]}-{next(self._health_ids)}"
+        probe = self._dialect.keepalive_message(trace_id, time.time())
+        if probe is None:
+            return
+        # Probe first, then wait: an early reply proves the server answers health
+        # checks, which arms stall detection before anything can go wrong.
+        if conn.health_pending and self._health_supported:
+            # Stalled = a probe unanswered AND nothing else heard for the whole
+            # window: a server busy sending results (e.g. draining its queue after
+            # end_audio) is alive even if it answers probes late.
+            oldest = min(conn.health_pending.values())
+            quiet = now - conn.last_rx
+            if min(now - oldest, quiet) > self._opts.stall_timeout_s:
+                raise _ConnectionLost(
+                    f"no health_check reply for {now - oldest:.1f} s", kind="stall"
+                )
+        conn.health_pending[trace_id] = now
+        await self._send(conn, probe)
+
+    def _check_speech_answered(self, conn: _Conn, now: float) -> None:
+        """The speech rule (``speech_stall_s``); also run by the send loop on every speech
+        frame, so a hang is noticed within a frame of the threshold, with no extra wake-up."""
+        stats = self._owner.stats
+        if conn.speech_unanswered_s > stats.max_speech_unanswered_s:
+            stats.max_speech_unanswered_s = conn.speech_unanswered_s
+        limit = self._opts.speech_stall_s
+        if (
+            self._opts.enable_partial_transcripts
+            and conn.speech_unanswered_s > limit
+            # in wall time too: audio pushed faster than real time (recognize(), a replay
+            # burst) owes its results no sooner than inference can produce them
+            and now - conn.last_result > limit
+        ):
+            raise _ConnectionLost(
+                f"no result for {conn.speech_unanswered_s:.1f} s of speech "
+                f"({now - conn.last_result:.1f} s)",
+                kind="stall",
+            )
 
     def _check_owed_reply(self, conn: _Conn, now: float) -> None:
         """Raise a stall if the server owes a reply and has been silent too long.
 
+        * ``speech_stall_s`` of speech-energy audio sent with no result back (with partials
+          on, a live server answers every ``partial_transcript_interval_s`` of speech; a
+          slow one later, but it answers): a server that hangs mid-utterance is left in
+          about two seconds of the caller's speech, not ``stall_timeout_s``;
         * a commit unanswered for ``finish_timeout_s`` (its final is inference alone);
         * an utterance it has started (a partial arrived) with audio still flowing and
           nothing heard for ``stall_timeout_s`` (partials come every
           ``partial_transcript_interval_s`` of speech, so silence that long is a hang).
         """
         quiet = now - conn.last_rx
+        self._check_speech_answered(conn, now)
         if conn.commits_awaiting:
             since = max(min(conn.commits_awaiting.values()), conn.last_rx)
             if now - since > self._opts.finish_timeout_s:
@@ -833,6 +880,9 @@ class SpeechStream(stt.RecognizeStream):
 
     def _on_transcription(self, conn: _Conn, result: TranscriptionResult) -> None:
         conn.last_error = None  # the server carried on after any earlier error
+        # results flow: whatever it owed, it is working on
+        conn.speech_unanswered_s = 0.0
+        conn.last_result = time.monotonic()
         text = result.text
         # The reply to a commit is that utterance's final, with or without is_final
         # (doc §2.2 OPEN; waiting for the flag hangs the official client, defect 2).
@@ -978,6 +1028,12 @@ class SpeechStream(stt.RecognizeStream):
         )
         if self._pending_update:
             self._reconnect_event.set()
+
+
+def _is_speech(pcm: bytes | bytearray) -> bool:
+    """Whether a frame of native int16 samples carries speech energy (``SPEECH_RMS_DBFS``)."""
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
+    return float(np.dot(samples, samples)) > _SPEECH_MEAN_SQUARE * samples.size
 
 
 def _keys(first_message: str) -> set[str]:

@@ -60,6 +60,7 @@ class STT(stt.STT[EventTypes]):
         replay_buffer_s: float = 35.0,
         keepalive_interval_s: float = 5.0,
         stall_timeout_s: float = 15.0,
+        speech_stall_s: float = 1.75,
         cold_start_timeout_s: float = 360.0,
         finish_timeout_s: float = 10.0,
         manual_flush: bool = True,
@@ -107,7 +108,11 @@ class STT(stt.STT[EventTypes]):
             replay_buffer_s: unfinalised audio kept to replay after a drop (>= 10 s;
                 default 35 s = the server's 30 s utterance cap + 5 s in flight).
             keepalive_interval_s: ``health_check`` cadence (keepalive and RTT probe).
-            stall_timeout_s: unanswered health checks for this long => reconnect + replay.
+            stall_timeout_s: unanswered health checks (or, Qwen3, no result with an
+                utterance open) for this long => reconnect + replay; the last resort.
+            speech_stall_s: this much of the caller's speech sent with no result back =>
+                reconnect + replay (with partials on; a live server answers every
+                ``partial_transcript_interval_s`` of speech).
             cold_start_timeout_s: total time to keep retrying 5xx/429 upgrades with
                 jittered backoff (scale-to-zero boots take minutes).
             finish_timeout_s: wait this long after the end of audio (``end_audio`` /
@@ -210,6 +215,7 @@ class STT(stt.STT[EventTypes]):
             replay_buffer_s=replay_buffer_s,
             keepalive_interval_s=keepalive_interval_s,
             stall_timeout_s=stall_timeout_s,
+            speech_stall_s=speech_stall_s,
             cold_start_timeout_s=cold_start_timeout_s,
             finish_timeout_s=finish_timeout_s,
             manual_flush=manual_flush,
