@@ -18,9 +18,11 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -28,7 +30,7 @@ import numpy.typing as npt
 import pytest
 from livekit.agents import stt as lk_stt
 
-from localdev.baseten import FaultPlan, LocalBasetenServer
+from localdev.baseten import LocalBasetenServer
 from localdev.baseten.pool import DecodePool, PoolBusy
 from localdev.baseten.process import BasetenServerProcess
 from localdev.baseten.server import STATS_ROUTE
@@ -214,8 +216,23 @@ async def test_partials_are_growing_full_hypotheses_of_the_open_utterance(
     assert grown >= 2, [([p.text for p in ps], f.text) for ps, f in utterances]
 
 
+class _SlowDecodes:
+    """The real Whisper engine with every decode 1 s longer: a server whose *throughput*
+    is behind (``FaultPlan.inference_delay_s`` is pipelined latency, which drops nothing)."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def warm_up(self) -> None:
+        self._engine.warm_up()
+
+    def transcribe(self, pcm: Any, *, time_offset: float, params: Any, final: bool = True) -> Any:
+        time.sleep(1.0)
+        return self._engine.transcribe(pcm, time_offset=time_offset, params=params, final=final)
+
+
 async def test_partials_are_dropped_when_decoding_is_behind_and_no_final_is_lost(
-    http: aiohttp.ClientSession, baseten_server: BasetenServerFactory
+    http: aiohttp.ClientSession, baseten_server: BasetenServerFactory, whisper_engine: Any
 ) -> None:
     # Three utterances of 3.7-4.4 s: a partial is due every 0.5 s of speech in each.
     said = [clip(n) for n in ("two_cities_best_of_times", "two_cities_age_of_wisdom")]
@@ -228,7 +245,7 @@ async def test_partials_are_dropped_when_decoding_is_behind_and_no_final_is_lost
     fast = await baseten_server(api_key=KEY)
     expected = finals_of(await stream_through(http, fast, pcm, first))
     assert word_error_rate(reference, heard_text(expected)) <= 0.10, heard_text(expected)
-    slow = await baseten_server(api_key=KEY, faults=FaultPlan(inference_delay_s=1.0))
+    slow = await baseten_server(api_key=KEY, engine=_SlowDecodes(whisper_engine))
     found = await stream_through(http, slow, pcm, first, speed=2.0)
     s = slow.stats
     # Each decode takes > 1 s while a partial is due every 0.25 s (2x real time): most are
