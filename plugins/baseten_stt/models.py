@@ -97,6 +97,13 @@ class STTOptions:
     cold_start_timeout_s: float = 360.0
     # After end_audio: queued inference plus the flush final; seconds, not minutes.
     finish_timeout_s: float = 10.0
+    # With a fallback endpoint: how long 5xx/429 upgrades from one endpoint are waited out
+    # before the stream moves to the next (alone, an endpoint gets cold_start_timeout_s).
+    # 1 s: the failover goal is "hearing again within 2 s"; a brief 503 blip still passes.
+    failover_after_s: float = 1.0
+    # With a fallback endpoint: probe a failed primary this often (LiveKit's
+    # FallbackAdapter retries every 5 s); streams return to it once it answers.
+    failback_probe_interval_s: float = 5.0
     # LiveKit's flush (its VAD / turn detector heard the end) sends the server's remaining
     # silence at once instead of waiting it out in real time (stream.flush).
     manual_flush: bool = True
@@ -192,6 +199,8 @@ class STTOptions:
             "speech_stall_s",
             "cold_start_timeout_s",
             "finish_timeout_s",
+            "failover_after_s",
+            "failback_probe_interval_s",
         ):
             value = getattr(self, name)
             need(

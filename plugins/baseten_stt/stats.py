@@ -18,6 +18,8 @@ class STTStats:
     handshake_retries: int = 0  # 5xx/429 upgrade failures retried with backoff
     replayed_frames: int = 0  # audio frames re-sent after a reconnect
     replay_overflow_frames: int = 0  # unfinalised frames dropped because the buffer was full
+    failovers: int = 0  # endpoint switches after a failure (EndpointSwitch.after_failure)
+    failbacks: int = 0  # returns to the primary once it answered a probe
     stalls: int = 0  # connections abandoned because health checks went unanswered
     recoverable_errors: int = 0  # error frames the server said it survived
     fatal_errors: int = 0  # error frames / closes that ended a connection

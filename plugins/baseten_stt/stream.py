@@ -43,6 +43,7 @@ from livekit.agents import APIConnectionError, APIConnectOptions, APIStatusError
 
 from .connect import open_websocket
 from .dialect import dialect_for
+from .failover import EndpointPool
 from .log import logger
 from .models import STTOptions
 from .protocol import (
@@ -88,6 +89,12 @@ _SPEECH_MEAN_SQUARE = (32768 * 10 ** (SPEECH_RMS_DBFS / 20)) ** 2
 #: Connection-loss kinds that are the server's normal behaviour, not failures: they neither
 #: spend the retry budget nor log a warning.
 _EXPECTED_LOSSES = frozenset({"update", "closed_after_commit"})
+#: With a fallback endpoint, losses that leave the endpoint at once: it refused or timed out
+#: the connect, kept answering 5xx, hung, or sent a fatal error. A plain drop is retried
+#: on the same endpoint once first (a redeploy or load balancer blip reconnects fine).
+_FAIL_OVER_AT_ONCE = frozenset({"connect", "unavailable", "stall", "fatal_error"})
+#: Plain drops in a row, without progress, after which an endpoint is left.
+DROPS_BEFORE_FAILOVER = 2
 
 
 class _ConnectionLost(Exception):
@@ -137,7 +144,7 @@ class SpeechStream(stt.RecognizeStream):
         stt: STT,
         opts: STTOptions,
         conn_options: APIConnectOptions,
-        url: str,
+        endpoints: EndpointPool,
         api_key: str,
         http_session: aiohttp.ClientSession,
         ssl_context: object,
@@ -145,7 +152,9 @@ class SpeechStream(stt.RecognizeStream):
         super().__init__(stt=stt, conn_options=conn_options, sample_rate=opts.sample_rate)
         self._owner = stt
         self._opts = opts
-        self._url = url
+        self._endpoints = endpoints
+        self._conn_endpoint = endpoints.active  # index of the endpoint dialled last
+        self._endpoint_failures = 0  # failures without progress on that endpoint
         self._api_key = api_key
         self._session = http_session
         self._ssl_context = ssl_context
@@ -195,6 +204,7 @@ class SpeechStream(stt.RecognizeStream):
         self._health_supported = False
         self._health_ids = itertools.count(1)
         self._pending_update = False
+        self._update_reason = "options updated"
         self._reconnect_event = asyncio.Event()
 
     @property
@@ -349,6 +359,16 @@ class SpeechStream(stt.RecognizeStream):
         user speaks the switch waits for the final.
         """
         self._opts = opts
+        self._reconnect_at_boundary("options updated")
+
+    def return_to_primary(self) -> None:
+        """The primary endpoint is healthy again: move back to it at the next utterance
+        boundary (as for ``update_options``; the replay makes the move lossless)."""
+        if self._conn_endpoint != 0:
+            self._reconnect_at_boundary("back to the primary endpoint")
+
+    def _reconnect_at_boundary(self, reason: str) -> None:
+        self._update_reason = reason
         self._pending_update = True
         if not self._speaking:
             self._reconnect_event.set()
@@ -390,18 +410,26 @@ class SpeechStream(stt.RecognizeStream):
         within ``cold_start_timeout_s`` and raise on their own.
         """
         t0 = time.perf_counter()
+        pool = self._endpoints
+        self._conn_endpoint = pool.active
+        cold_start_s = self._opts.cold_start_timeout_s
+        if pool.can_fail_over:
+            cold_start_s = min(cold_start_s, self._opts.failover_after_s)
         try:
             ws = await open_websocket(
                 session=self._session,
-                url=self._url,
+                url=pool.endpoints[self._conn_endpoint],
                 api_key=self._api_key,
                 ssl_context=self._ssl_context,  # type: ignore[arg-type]
                 connect_timeout_s=self._conn_options.timeout,
-                cold_start_timeout_s=self._opts.cold_start_timeout_s,
+                cold_start_timeout_s=cold_start_s,
                 on_handshake_retry=self._on_handshake_retry,
             )
-        except APIStatusError:
-            raise
+        except APIStatusError as e:
+            if not (e.retryable and pool.can_fail_over):
+                raise
+            await self._after_loss(_ConnectionLost(e.message, kind="unavailable"))
+            return None
         except APIConnectionError as e:
             if not e.retryable:
                 raise
@@ -420,12 +448,22 @@ class SpeechStream(stt.RecognizeStream):
         }
         if e.kind in _EXPECTED_LOSSES:
             self._failures_without_progress = 0
+            self._endpoint_failures = 0
             logger.info("baseten stream reconnecting (%s)", e.reason, extra=extra)
             return
         self._failures_without_progress += 1
+        self._endpoint_failures += 1
         if e.kind == "stall":
             self._owner.stats.stalls += 1
-        budget = max(1, self._conn_options.max_retry)
+        pool = self._endpoints
+        switched = False
+        if pool.can_fail_over and (
+            e.kind in _FAIL_OVER_AT_ONCE or self._endpoint_failures >= DROPS_BEFORE_FAILOVER
+        ):
+            switched = pool.report_failure(self._conn_endpoint, e.reason)
+            self._endpoint_failures = 0
+        # Each endpoint gets the whole budget: the stream gives up only once all are failing.
+        budget = max(1, self._conn_options.max_retry) * len(pool.endpoints)
         extra["attempt"] = self._failures_without_progress
         if self._failures_without_progress > budget:
             self._failures_without_progress = 0
@@ -436,6 +474,8 @@ class SpeechStream(stt.RecognizeStream):
                 retryable=False,
             ) from None
         logger.warning("baseten connection lost (%s); resuming with replay", e.reason, extra=extra)
+        if switched and pool.active != 0:
+            return  # a fresh endpoint: dial it now (the way back to the primary backs off)
         if self._failures_without_progress > 1:
             await asyncio.sleep(
                 random.uniform(0, min(2.0, 0.2 * 2**self._failures_without_progress))
@@ -471,7 +511,7 @@ class SpeechStream(stt.RecognizeStream):
                 await self._close_normally(conn)
                 return
             if reconnect_t in done:
-                raise _ConnectionLost("options updated", kind="update")
+                raise _ConnectionLost(self._update_reason, kind="update")
             raise _ConnectionLost("receive loop ended")  # unreachable in practice
         finally:
             await utils.aio.gracefully_cancel(*tasks, reconnect_t)
@@ -907,6 +947,8 @@ class SpeechStream(stt.RecognizeStream):
         span = speech_span(result)
         self._advance_finalised(conn, result, span)
         self._failures_without_progress = 0
+        self._endpoint_failures = 0
+        self._endpoints.report_success(self._conn_endpoint)
         if not text or span is None:
             self._owner.stats.empty_finals += 1
             self._end_speech()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+import time
 import weakref
+from collections.abc import Sequence
 from typing import Literal
 
 import aiohttp
@@ -19,16 +21,30 @@ from livekit.agents import (
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
 from livekit.agents.utils import AudioBuffer, is_given
 
-from .connect import default_ssl_context
+from .connect import default_ssl_context, open_websocket
+from .dialect import dialect_for
 from .endpoint import endpoint_for_chain, endpoint_for_model, normalize_endpoint
+from .failover import EndpointPool, EndpointSwitch
 from .log import logger
 from .models import MODEL_DEFAULTS, MODELS, STTModel, STTOptions
-from .protocol import Encoding
+from .protocol import (
+    Encoding,
+    ErrorFrame,
+    HealthCheckReply,
+    SessionCreated,
+    parse_server_message,
+)
 from .stats import STTStats
 from .stream import SpeechStream
 
 STTEncoding = Literal["pcm_s16le", "pcm_mulaw"]
-EventTypes = Literal["transcript_latency"]
+EventTypes = Literal["transcript_latency", "endpoint_switched"]
+
+#: A probe of a failed primary: its health_check reply (Whisper) must come within this.
+PROBE_REPLY_TIMEOUT_S = 2.0
+#: Qwen3-ASR has no probe message: an accepted handshake not closed or answered with an
+#: error within this counts as healthy.
+PROBE_QUIET_S = 0.5
 
 
 class STT(stt.STT[EventTypes]):
@@ -41,6 +57,7 @@ class STT(stt.STT[EventTypes]):
         api_key: str | None = None,
         model_id: str | None = None,
         chain_id: str | None = None,
+        fallback_endpoints: Sequence[str] = (),
         model: STTModel | str = "whisper",
         language: NotGivenOr[str] = NOT_GIVEN,
         language_options: list[str] | None = None,
@@ -63,6 +80,8 @@ class STT(stt.STT[EventTypes]):
         speech_stall_s: float = 1.75,
         cold_start_timeout_s: float = 360.0,
         finish_timeout_s: float = 10.0,
+        failover_after_s: float = 1.0,
+        failback_probe_interval_s: float = 5.0,
         manual_flush: bool = True,
         http_session: aiohttp.ClientSession | None = None,
     ) -> None:
@@ -75,6 +94,15 @@ class STT(stt.STT[EventTypes]):
         and is only ever sent as the ``Authorization: Api-Key`` header.
 
         Args:
+            fallback_endpoints: further deployments of the same model (another region or
+                deployment), in order, each in any form ``model_endpoint`` takes, reached
+                with the same ``api_key``. A stream whose endpoint is refused, times out,
+                stalls, keeps answering 5xx for ``failover_after_s`` or sends fatal errors
+                moves to the next one *within the same stream*: unfinalised audio is
+                replayed there, so no word is lost. The failed primary is probed every
+                ``failback_probe_interval_s``; once it answers, streams return to it at
+                their next utterance boundary. Each switch logs one line and emits
+                ``"endpoint_switched"`` (:class:`~.failover.EndpointSwitch`).
             model: the protocol the deployment speaks: ``"whisper"`` (Model Library
                 "Whisper (Streaming)") or ``"qwen3-asr"`` (Qwen3-ASR "Deploy Streaming").
                 Defaults marked *per model* below follow ``models.MODEL_DEFAULTS``.
@@ -115,6 +143,8 @@ class STT(stt.STT[EventTypes]):
                 ``partial_transcript_interval_s`` of speech).
             cold_start_timeout_s: total time to keep retrying 5xx/429 upgrades with
                 jittered backoff (scale-to-zero boots take minutes).
+            failover_after_s, failback_probe_interval_s: see ``fallback_endpoints``
+                (used only with one).
             finish_timeout_s: wait this long after the end of audio (``end_audio`` /
                 the last commit) and after any commit for the server's reply, counted from
                 its newest frame; an unanswered commit is then a stall (reconnect, replay).
@@ -179,6 +209,16 @@ class STT(stt.STT[EventTypes]):
                 "Baseten endpoint missing: pass model_endpoint=, model_id= or chain_id=, "
                 "or set the BASETEN_MODEL_ENDPOINT environment variable"
             )
+        fallbacks: list[str] = []
+        for i, raw in enumerate(fallback_endpoints):
+            try:
+                fallbacks.append(normalize_endpoint(raw, allow_insecure=allow_insecure))
+            except ValueError as e:
+                raise ValueError(f"fallback_endpoints[{i}]: {e}") from None
+        if url in fallbacks or len(set(fallbacks)) < len(fallbacks):
+            raise ValueError(
+                "fallback_endpoints must differ from the primary endpoint and each other"
+            )
         try:
             enc = Encoding(encoding)
         except ValueError:
@@ -218,6 +258,8 @@ class STT(stt.STT[EventTypes]):
             speech_stall_s=speech_stall_s,
             cold_start_timeout_s=cold_start_timeout_s,
             finish_timeout_s=finish_timeout_s,
+            failover_after_s=failover_after_s,
+            failback_probe_interval_s=failback_probe_interval_s,
             manual_flush=manual_flush,
         )
         self._opts.validate()
@@ -232,6 +274,12 @@ class STT(stt.STT[EventTypes]):
         )
         self._api_key = api_key
         self._url = url
+        self._pool = EndpointPool(
+            [url, *fallbacks],
+            probe=self._probe_endpoint,
+            probe_interval_s=failback_probe_interval_s,
+            on_switch=self._on_endpoint_switch,
+        )
         # Verified TLS against the system store (the official plugin disables checks);
         # the default context is shared per process (it holds the parsed CA store).
         self._ssl_context = ssl_context or default_ssl_context()
@@ -252,6 +300,16 @@ class STT(stt.STT[EventTypes]):
     def endpoint(self) -> str:
         """The normalised websocket URL (carries no credentials)."""
         return self._url
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The primary then each fallback, normalised (no credentials)."""
+        return self._pool.endpoints
+
+    @property
+    def active_endpoint(self) -> str:
+        """The endpoint new connections dial now."""
+        return self._pool.endpoints[self._pool.active]
 
     @property
     def options(self) -> STTOptions:
@@ -278,7 +336,7 @@ class STT(stt.STT[EventTypes]):
             stt=self,
             opts=opts,
             conn_options=conn_options,
-            url=self._url,
+            endpoints=self._pool,
             api_key=self._api_key,
             http_session=self._ensure_session(),
             ssl_context=self._ssl_context,
@@ -378,7 +436,57 @@ class STT(stt.STT[EventTypes]):
             ],
         )
 
+    def _on_endpoint_switch(self, event: EndpointSwitch) -> None:
+        if event.after_failure:
+            self.stats.failovers += 1
+        else:
+            self.stats.failbacks += 1
+            for stream in list(self._streams):
+                stream.return_to_primary()
+        self.emit("endpoint_switched", event)
+
+    async def _probe_endpoint(self, url: str) -> None:
+        """Raise unless ``url`` accepts a stream now: upgrade (no cold-start wait), the
+        first message, then a ``health_check`` answered (Whisper) or, for a dialect with
+        no probe, no error or close for ``PROBE_QUIET_S``. Sends no audio."""
+        dialect = dialect_for(self._opts)
+        ws = await open_websocket(
+            session=self._ensure_session(),
+            url=url,
+            api_key=self._api_key,
+            ssl_context=self._ssl_context,
+            connect_timeout_s=DEFAULT_API_CONNECT_OPTIONS.timeout,
+            cold_start_timeout_s=0.0,
+            on_handshake_retry=lambda status, delay: None,
+        )
+        try:
+            await ws.send_str(dialect.first_message(self._opts))
+            probe = dialect.keepalive_message("failback-probe", time.time())
+            if probe is not None:
+                await ws.send_str(probe)
+            deadline = time.monotonic() + (PROBE_REPLY_TIMEOUT_S if probe else PROBE_QUIET_S)
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    msg = await ws.receive(timeout=left)
+                except TimeoutError:
+                    break
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    raise ConnectionError(f"probe socket ended ({msg.type.name})")
+                try:
+                    reply = parse_server_message(msg.data)
+                except ValueError:
+                    continue
+                if isinstance(reply, HealthCheckReply):
+                    return
+                if isinstance(reply, ErrorFrame | SessionCreated):
+                    raise ConnectionError(f"probe answered {type(reply).__name__}")
+            if probe is not None:
+                raise ConnectionError("no health_check reply to the probe")
+        finally:
+            await ws.close()
+
     async def aclose(self) -> None:
+        await self._pool.aclose()
         await asyncio.gather(*(s.aclose() for s in list(self._streams)), return_exceptions=True)
         self._streams.clear()
         if self._owns_session and self._session is not None:
