@@ -127,6 +127,8 @@ class Secret:
 class BasetenSettings:
     api_key: Secret
     model_endpoint: str | None
+    #: a second deployment of the same model (another region), used while the primary fails
+    fallback_endpoint: str | None
     #: the protocol the deployment speaks: ``whisper`` or ``qwen3-asr``
     model: str
     language: str
@@ -379,7 +381,17 @@ def load_settings(
 
     # Baseten ------------------------------------------------------------------------
     allow_insecure = r.boolean("BASETEN_ALLOW_INSECURE", False)
-    endpoint = _baseten_endpoint(r, allow_insecure=allow_insecure, required=needs_models)
+    endpoint = _baseten_endpoint(
+        r, "BASETEN_MODEL_ENDPOINT", allow_insecure=allow_insecure, required=needs_models
+    )
+    fallback_endpoint = _baseten_endpoint(
+        r, "BASETEN_FALLBACK_MODEL_ENDPOINT", allow_insecure=allow_insecure, required=False
+    )
+    if fallback_endpoint is not None and fallback_endpoint == endpoint:
+        r.problems.append(
+            "BASETEN_FALLBACK_MODEL_ENDPOINT: the same endpoint as BASETEN_MODEL_ENDPOINT "
+            "(expected a second deployment or region of the model, or leave it unset)"
+        )
     model = r.parse(
         "BASETEN_MODEL",
         DEFAULT_BASETEN_MODEL,
@@ -406,6 +418,7 @@ def load_settings(
     baseten = BasetenSettings(
         api_key=r.secret("BASETEN_API_KEY", required=needs_models, what="your Baseten API key"),
         model_endpoint=endpoint,
+        fallback_endpoint=fallback_endpoint,
         model=model,
         language=language,
         vad_threshold=r.parse(
@@ -582,12 +595,11 @@ def load_settings(
     )
 
 
-def _baseten_endpoint(r: _Reader, *, allow_insecure: bool, required: bool) -> str | None:
+def _baseten_endpoint(r: _Reader, name: str, *, allow_insecure: bool, required: bool) -> str | None:
     """Normalise with the plugin's own rules, so config and plugin never disagree."""
     # Imported here: the plugin package pulls in livekit.agents, which `--help` never needs.
     from plugins.baseten_stt.endpoint import normalize_endpoint
 
-    name = "BASETEN_MODEL_ENDPOINT"
     raw = r.raw(name)
     if raw is None:
         if required:

@@ -31,6 +31,9 @@ Metric names (all latencies in seconds, as Prometheus convention asks):
 ``voice_agent_turn_values_flagged_total``   per-turn values dropped, labels field and
   ``{field,reason}``                        reason = missing|implausible
 ``voice_agent_stt_reconnects_total``        STT websocket reconnects (plugin ``stats.reconnects``)
+``voice_agent_stt_endpoint_switches_total`` Baseten endpoint switches: ``to`` = fallback|primary,
+  ``{to,cause}``                            ``cause`` = failure (the endpoint left had failed)
+                                            or recovered (the primary answered a probe)
 ``voice_agent_stt_errors_total``            STT errors; ``source="server"``: error frames Baseten
   ``{source,recoverable}``                  sent (plugin ``stats``), ``source="stream"``: failures
                                             that reached LiveKit's retry logic (``error`` events)
@@ -115,6 +118,13 @@ class PrometheusTurnMetrics:
         self.stt_reconnects = Counter(
             "stt_reconnects", "STT websocket reconnects", namespace=NAMESPACE, registry=reg
         )
+        self.stt_endpoint_switches = Counter(
+            "stt_endpoint_switches",
+            "Baseten endpoint switches (failover to a fallback, return to the primary)",
+            ["to", "cause"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
         self.stt_errors = Counter(
             "stt_errors",
             "STT errors: server error frames (source=server) and stream failures seen by "
@@ -138,6 +148,11 @@ class PrometheusTurnMetrics:
     def count_stt_reconnects(self, n: int) -> None:
         if n > 0:
             self.stt_reconnects.inc(n)
+
+    def count_stt_endpoint_switch(self, *, to: str, after_failure: bool) -> None:
+        self.stt_endpoint_switches.labels(
+            to=to, cause="failure" if after_failure else "recovered"
+        ).inc()
 
     def count_stt_errors(self, n: int, *, source: str, recoverable: bool) -> None:
         if n > 0:

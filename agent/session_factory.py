@@ -109,6 +109,7 @@ def build_stt(settings: Settings) -> STT:
     return STT(
         model=b.model,
         model_endpoint=b.model_endpoint,
+        fallback_endpoints=[b.fallback_endpoint] if b.fallback_endpoint else [],
         api_key=b.api_key.reveal(),
         language=b.language,
         vad_threshold=b.vad_threshold,

@@ -394,6 +394,8 @@ class TurnMetricsSink(Protocol):
 
     def count_stt_reconnects(self, n: int) -> None: ...
 
+    def count_stt_endpoint_switch(self, *, to: str, after_failure: bool) -> None: ...
+
     def count_stt_errors(self, n: int, *, source: str, recoverable: bool) -> None: ...
 
 
@@ -481,6 +483,7 @@ class TurnMetricsCollector:
         if self._stt is not None:
             self._stt.on("transcript_latency", self._on_transcript_latency)
             self._stt.on("error", self._on_stt_error)
+            self._stt.on("endpoint_switched", self._on_endpoint_switched)
 
     def _unsubscribe(self) -> None:
         for name, cb in (
@@ -492,6 +495,7 @@ class TurnMetricsCollector:
         if self._stt is not None:
             self._stt.off("transcript_latency", self._on_transcript_latency)
             self._stt.off("error", self._on_stt_error)
+            self._stt.off("endpoint_switched", self._on_endpoint_switched)
 
     # -- event handlers (never raise into LiveKit's emitter) ------------------------------
 
@@ -550,6 +554,14 @@ class TurnMetricsCollector:
         self._stream_errors["recoverable" if recoverable else "fatal"] += 1
         if self._sink is not None:
             self._sink.count_stt_errors(1, source="stream", recoverable=recoverable)
+
+    def _on_endpoint_switched(self, ev: Any) -> None:
+        # the plugin logs the switch itself (one line); here it is only counted
+        if self._sink is not None:
+            self._sink.count_stt_endpoint_switch(
+                to="primary" if getattr(ev, "to_primary", False) else "fallback",
+                after_failure=bool(getattr(ev, "after_failure", True)),
+            )
 
     def _on_usage(self, ev: Any) -> None:
         self._usage = getattr(ev, "usage", None)

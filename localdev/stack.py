@@ -125,6 +125,7 @@ class LocalStack(AsyncService):
         baseten_send_log: Path | None = None,
         baseten_args: tuple[str, ...] = (),
         baseten_model: str = "whisper",
+        baseten_fallback: bool = False,
         agent_name: str | None = DEFAULT_AGENT_NAME,
     ) -> None:
         """Configure (not start) the stack.
@@ -146,6 +147,8 @@ class LocalStack(AsyncService):
                 transcription it sends, with wall-clock send times (benchmarks).
             baseten_model: the protocol the Baseten stand-in speaks, as ``BASETEN_MODEL``
                 names it: ``"whisper"`` or ``"qwen3-asr"`` (same engine, VAD and faults).
+            baseten_fallback: start a second Baseten stand-in (no faults) and name it in
+                ``BASETEN_FALLBACK_MODEL_ENDPOINT`` (``stack.baseten_fallback``).
             baseten_args: more ``python -m localdev.baseten`` arguments (e.g. ``--engine
                 scripted`` to take Whisper's CPU out of a measurement).
             agent_name: ``LIVEKIT_AGENT_NAME`` (explicit dispatch); None leaves it out, so
@@ -168,6 +171,7 @@ class LocalStack(AsyncService):
                 f"got {baseten_model!r}"
             )
         self.baseten_model = baseten_model
+        self._want_fallback = baseten_fallback
         self.agent_name = agent_name
         self._keys = {name: _generated_key(name) for name in ("baseten", "openai", "cartesia")}
         self._exit = contextlib.AsyncExitStack()
@@ -176,6 +180,7 @@ class LocalStack(AsyncService):
         self.livekit_server: LocalLiveKitServer | None = None
         """The ``LocalLiveKitServer`` this stack started itself, if any."""
         self.baseten: BasetenServerProcess | None = None
+        self.baseten_fallback: BasetenServerProcess | None = None
         self.openai: LocalOpenAIServer | None = None
         self.cartesia: LocalCartesiaServer | None = None
 
@@ -226,6 +231,14 @@ class LocalStack(AsyncService):
                     protocol=BASETEN_PROTOCOLS[self.baseten_model],
                 )
             )
+        if self._want["baseten"] and self._want_fallback:
+            self.baseten_fallback = await self._exit.enter_async_context(
+                BasetenServerProcess(
+                    api_key=self._keys["baseten"],
+                    extra_args=self._baseten_args,
+                    protocol=BASETEN_PROTOCOLS[self.baseten_model],
+                )
+            )
         if self._want["openai"]:
             self.openai = await self._exit.enter_async_context(
                 LocalOpenAIServer(
@@ -263,6 +276,8 @@ class LocalStack(AsyncService):
             env["BASETEN_MODEL_ENDPOINT"] = self.baseten.url + BASETEN_PATH
             env["BASETEN_API_KEY"] = self._keys["baseten"]
             env["BASETEN_MODEL"] = self.baseten_model
+        if self.baseten_fallback is not None:
+            env["BASETEN_FALLBACK_MODEL_ENDPOINT"] = self.baseten_fallback.url + BASETEN_PATH
         if self.openai is not None:
             env["OPENAI_BASE_URL"] = self.openai.base_url
             env["OPENAI_API_KEY"] = self._keys["openai"]

@@ -110,11 +110,28 @@ def test_dashboard_https_url_is_normalised_to_websocket() -> None:
     )
 
 
+def test_fallback_endpoint_is_optional_normalised_and_not_the_primary() -> None:
+    assert load_settings(valid_env()).baseten.fallback_endpoint is None
+    s = load_settings(valid_env(BASETEN_FALLBACK_MODEL_ENDPOINT="model-xyz789.api.baseten.co"))
+    assert s.baseten.fallback_endpoint == (
+        "wss://model-xyz789.api.baseten.co/environments/production/websocket"
+    )
+    primary = valid_env()["BASETEN_MODEL_ENDPOINT"]
+    with pytest.raises(ConfigError) as info:
+        load_settings(valid_env(BASETEN_FALLBACK_MODEL_ENDPOINT=primary))
+    assert info.value.problems == [
+        "BASETEN_FALLBACK_MODEL_ENDPOINT: the same endpoint as BASETEN_MODEL_ENDPOINT "
+        "(expected a second deployment or region of the model, or leave it unset)"
+    ]
+
+
 @pytest.mark.parametrize(
     ("var", "value", "expected_fragment"),
     [
         ("BASETEN_MODEL_ENDPOINT", "ftp://model-x.api.baseten.co", "unsupported scheme"),
         ("BASETEN_MODEL_ENDPOINT", "ws://10.0.0.5/v1/websocket", "plaintext ws://"),
+        ("BASETEN_FALLBACK_MODEL_ENDPOINT", "ftp://model-y.api.baseten.co", "unsupported scheme"),
+        ("BASETEN_FALLBACK_MODEL_ENDPOINT", "ws://10.0.0.6/v1/websocket", "plaintext ws://"),
         ("BASETEN_VAD_THRESHOLD", "1.5", "between 0 and 1"),
         ("BASETEN_VAD_THRESHOLD", "0", "between 0 and 1"),
         ("BASETEN_VAD_THRESHOLD", "nan", "between 0 and 1"),

@@ -71,6 +71,19 @@ async def test_pipeline_uses_our_plugins_with_configured_options(silero_vad: Any
         await parts.llm.aclose()
 
 
+async def test_the_fallback_endpoint_reaches_the_stt(silero_vad: Any) -> None:
+    parts = build_session(
+        settings(BASETEN_FALLBACK_MODEL_ENDPOINT="wss://model-fb.api.baseten.co"),
+        vad=silero_vad,
+        local_turn_model_available=False,
+    )
+    assert parts.stt.endpoints[1:] == (
+        "wss://model-fb.api.baseten.co/environments/production/websocket",
+    )
+    alone = build_session(settings(), vad=silero_vad, local_turn_model_available=False)
+    assert len(alone.stt.endpoints) == 1
+
+
 async def test_api_keys_reach_the_plugins(silero_vad: Any) -> None:
     parts = build_session(settings(), vad=silero_vad, local_turn_model_available=True)
     try:

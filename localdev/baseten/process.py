@@ -207,6 +207,15 @@ class BasetenServerProcess(AsyncService):
         )
         raise BasetenProcessFailed(f"python -m localdev.baseten {state}:\n{tail}")
 
+    async def kill(self) -> None:
+        """SIGKILL: the deployment vanishes with its sockets open (no close frame, no
+        drain), as a crashed pod or a lost region does. ``stats()`` is gone with it."""
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.close()
