@@ -46,6 +46,14 @@ TURN_DETECTION_MODES = ("signals", "model", "vad", "stt")
 DEFAULT_TURN_DETECTION = "signals"
 #: Off, as LiveKit ships it; bench/turn_bench.py decides (README, "Turn-taking").
 DEFAULT_PREEMPTIVE_TTS = False
+#: An LLM silent this long is hung. LiveKit's 10 s (APIConnectOptions.timeout) left a caller
+#: 11.4 s without an answer when the stand-in hung (tests/test_e2e_model_errors.py); 5 s is
+#: several times the first-token time of the small chat models a voice agent runs (not
+#: measured here: no cloud access). Raise it for reasoning models, which think first.
+DEFAULT_LLM_TIMEOUT_S = 5.0
+#: Spoken when the LLM fails a reply for good (agent/model_errors.py): the caller then
+#: knows to repeat instead of waiting in silence.
+DEFAULT_ERROR_REPLY = "Sorry, something went wrong on my side. Could you say that again?"
 #: livekit-plugins-silero's default min_silence_duration (0.55 s).
 SILERO_MIN_SILENCE_MS = 550
 #: With ``signals`` the worker's VAD only has to say "silence began" (the policy decides
@@ -146,6 +154,9 @@ class OpenAISettings:
     api_key: Secret
     base_url: str | None
     model: str
+    #: no byte from the LLM for this long (connect, first token, between tokens) = a
+    #: failed attempt, retried while nothing reached the caller
+    timeout_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +185,8 @@ class AgentSettings:
     #: where the instructions came from: "default", "env" or a file path (for the logs)
     instructions_source: str
     greeting: str | None
+    #: spoken when the LLM fails a reply for good; None = say nothing
+    error_reply: str | None
     preemptive_generation: bool
     #: also synthesise the reply before the turn is committed (LiveKit defaults it off)
     preemptive_tts: bool
@@ -458,6 +471,12 @@ def load_settings(
             example="https://api.openai.com/v1",
         ),
         model=r.string("OPENAI_MODEL", DEFAULT_OPENAI_MODEL),
+        timeout_s=r.parse(
+            "LLM_TIMEOUT_S",
+            DEFAULT_LLM_TIMEOUT_S,
+            _float_range(0.0, 120.0, lo_open=True),
+            "seconds between 0 and 120 (0 < x <= 120)",
+        ),
     )
 
     # Cartesia TTS -------------------------------------------------------------------
@@ -547,10 +566,19 @@ def load_settings(
     if greeting is not None and not greeting.isprintable():
         r.fail("AGENT_GREETING", "one line of printable text")
         greeting = None
+    # unset/empty: the default; "off": say nothing
+    error_reply = r.raw("AGENT_ERROR_REPLY")
+    if error_reply is None:
+        error_reply = DEFAULT_ERROR_REPLY
+    elif error_reply.lower() == "off":
+        error_reply = ""
+    elif not error_reply.isprintable():
+        r.fail("AGENT_ERROR_REPLY", "one line of printable text, or off")
     agent = AgentSettings(
         instructions=instructions,
         instructions_source=instructions_source,
         greeting=greeting,
+        error_reply=error_reply.strip() or None,
         preemptive_generation=r.boolean("PREEMPTIVE_GENERATION", True),
         preemptive_tts=r.boolean("PREEMPTIVE_TTS", DEFAULT_PREEMPTIVE_TTS),
         min_endpointing_delay=min_delay,

@@ -34,6 +34,8 @@ Metric names (all latencies in seconds, as Prometheus convention asks):
 ``voice_agent_stt_endpoint_switches_total`` Baseten endpoint switches: ``to`` = fallback|primary,
   ``{to,cause}``                            ``cause`` = failure (the endpoint left had failed)
                                             or recovered (the primary answered a probe)
+``voice_agent_model_errors_total``          LLM/TTS errors LiveKit reported: ``component`` =
+  ``{component,recoverable}``               llm|tts, ``recoverable`` = true when LiveKit retries
 ``voice_agent_stt_errors_total``            STT errors; ``source="server"``: error frames Baseten
   ``{source,recoverable}``                  sent (plugin ``stats``), ``source="stream"``: failures
                                             that reached LiveKit's retry logic (``error`` events)
@@ -125,6 +127,13 @@ class PrometheusTurnMetrics:
             namespace=NAMESPACE,
             registry=reg,
         )
+        self.model_errors = Counter(
+            "model_errors",
+            "LLM and TTS errors (recoverable=true: LiveKit retried the request)",
+            ["component", "recoverable"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
         self.stt_errors = Counter(
             "stt_errors",
             "STT errors: server error frames (source=server) and stream failures seen by "
@@ -153,6 +162,9 @@ class PrometheusTurnMetrics:
         self.stt_endpoint_switches.labels(
             to=to, cause="failure" if after_failure else "recovered"
         ).inc()
+
+    def count_model_error(self, *, component: str, recoverable: bool) -> None:
+        self.model_errors.labels(component=component, recoverable=str(recoverable).lower()).inc()
 
     def count_stt_errors(self, n: int, *, source: str, recoverable: bool) -> None:
         if n > 0:

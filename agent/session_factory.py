@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from livekit.agents import AgentSession, TurnHandlingOptions
+from livekit.agents import AgentSession, APIConnectOptions, TurnHandlingOptions
 from livekit.agents import vad as lk_vad
+from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.turn import TurnDetectionMode
 from livekit.plugins import cartesia, openai
 
@@ -28,6 +29,14 @@ log = get_logger("agent.session")
 #: unpinned default picks the *cloud* ``v1`` model whenever LIVEKIT_DEV_MODE is set
 #: (dev/console), which would need LiveKit Inference credentials and network.
 LOCAL_TURN_DETECTOR_VERSION: Final = "v1-mini"
+
+#: LiveKit retries a failed LLM request or TTS synthesis while nothing reached the caller:
+#: first after 0.1 s, then every ``retry_interval`` (default 2.0 s, 3 retries). On a call
+#: that is up to 4 s of silence before the apology (tests/test_e2e_model_errors.py: an LLM
+#: failing every attempt); 2 retries 0.5 s apart keep the wait near 1 s plus the attempts,
+#: and still outlast a blip (a 500 answered once was retried and answered).
+MODEL_RETRIES: Final = 2
+MODEL_RETRY_INTERVAL_S: Final = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +152,21 @@ def build_tts(settings: Settings) -> cartesia.TTS:
     )
 
 
+def build_conn_options(settings: Settings) -> SessionConnectOptions:
+    """How LiveKit retries the LLM and TTS (``MODEL_RETRIES``); the STT keeps LiveKit's
+    options: the Baseten plugin spends them as its own reconnect budget."""
+    return SessionConnectOptions(
+        llm_conn_options=APIConnectOptions(
+            max_retry=MODEL_RETRIES,
+            retry_interval=MODEL_RETRY_INTERVAL_S,
+            timeout=settings.openai.timeout_s,
+        ),
+        tts_conn_options=APIConnectOptions(
+            max_retry=MODEL_RETRIES, retry_interval=MODEL_RETRY_INTERVAL_S
+        ),
+    )
+
+
 def build_session(
     settings: Settings,
     *,
@@ -157,7 +181,12 @@ def build_session(
     )
     turn_handling = build_turn_handling(settings, turn_detection)
     session: AgentSession[Any] = AgentSession(
-        stt=stt, llm=llm, tts=tts, vad=vad, turn_handling=turn_handling
+        stt=stt,
+        llm=llm,
+        tts=tts,
+        vad=vad,
+        turn_handling=turn_handling,
+        conn_options=build_conn_options(settings),
     )
     return SessionParts(
         session=session,

@@ -19,6 +19,8 @@ from livekit.plugins import silero
 
 from agent.config import Profile, Settings, load_settings
 from agent.logs import configure_structlog, get_logger
+from agent.model_errors import ModelErrorReporter
+from agent.prometheus import default_metrics
 
 # Imported at module level on purpose: LiveKit plugins must register in the main process's
 # main thread, and then the forkserver preloads them once for every job process.
@@ -106,6 +108,14 @@ async def entrypoint(ctx: JobContext) -> None:
         log_transcripts=settings.observability.log_transcripts,
         prometheus=settings.observability.prometheus_port is not None,
         turn_detection=parts.turn_detection,
+    )
+
+    # A reply the LLM or TTS failed is logged with its cause and counted; a failed LLM
+    # reply gets a spoken apology instead of silence (agent/model_errors.py).
+    ModelErrorReporter(
+        parts.session,
+        apology=settings.agent.error_reply,
+        sink=default_metrics() if settings.observability.prometheus_port is not None else None,
     )
 
     # Model usage is logged once, in the collector's session_latency_summary at close.

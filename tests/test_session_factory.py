@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from livekit.agents import inference
+from livekit.agents import APIConnectOptions, inference
 from livekit.plugins import cartesia, openai
 
 from agent.assistant import Assistant
-from agent.config import DEFAULT_CARTESIA_VOICE, Profile, load_settings
+from agent.config import DEFAULT_CARTESIA_VOICE, DEFAULT_ERROR_REPLY, Profile, load_settings
 from agent.session_factory import (
     LOCAL_TURN_DETECTOR_VERSION,
+    MODEL_RETRIES,
+    MODEL_RETRY_INTERVAL_S,
     build_assistant,
     build_session,
     build_stt,
@@ -69,6 +71,22 @@ async def test_pipeline_uses_our_plugins_with_configured_options(silero_vad: Any
         assert parts.tts._opts.base_url == "http://127.0.0.1:8090"
     finally:
         await parts.llm.aclose()
+
+
+async def test_llm_and_tts_retry_fast_and_the_llm_times_out_as_configured(
+    silero_vad: Any,
+) -> None:
+    parts = build_session(
+        settings(LLM_TIMEOUT_S="7.5"), vad=silero_vad, local_turn_model_available=False
+    )
+    opts = parts.session.conn_options
+    assert opts.llm_conn_options.timeout == 7.5
+    for o in (opts.llm_conn_options, opts.tts_conn_options):
+        assert (o.max_retry, o.retry_interval) == (MODEL_RETRIES, MODEL_RETRY_INTERVAL_S)
+    # the STT keeps LiveKit's options: the plugin spends them as its reconnect budget
+    assert opts.stt_conn_options == APIConnectOptions()
+    assert load_settings(valid_env()).agent.error_reply == DEFAULT_ERROR_REPLY
+    assert load_settings(valid_env(AGENT_ERROR_REPLY="Off")).agent.error_reply is None
 
 
 async def test_the_fallback_endpoint_reaches_the_stt(silero_vad: Any) -> None:

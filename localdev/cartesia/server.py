@@ -16,9 +16,11 @@ import logging
 import time
 from typing import Any
 
+import aiohttp
 from aiohttp import WSMsgType, web
 
 from localdev.cartesia import audio, messages
+from localdev.cartesia.faults import TTSFaults
 from localdev.cartesia.session import CartesiaSession
 from localdev.service import AsyncService, serve_app
 from localdev.speech import require_tools
@@ -44,6 +46,9 @@ class LocalCartesiaServer(AsyncService):
         api_key: when set, requests must carry this key.
         host: interface to bind; loopback by default.
         port: TCP port; 0 picks a free one (read it back from ``base_url``).
+
+    ``srv.faults`` (:class:`~localdev.cartesia.faults.TTSFaults`) queues failures for the
+    next websocket contexts: an error message, a closed socket, or a hang.
     """
 
     def __init__(
@@ -64,6 +69,7 @@ class LocalCartesiaServer(AsyncService):
         self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
         self.requests: list[dict[str, Any]] = []
+        self.faults = TTSFaults()
 
     @property
     def port(self) -> int:
@@ -170,7 +176,16 @@ class LocalCartesiaServer(AsyncService):
         def on_request(msg: dict[str, Any]) -> None:
             self.requests.append({**msg, "endpoint": "websocket"})
 
-        session = CartesiaSession(send=send, ttfb_s=self.ttfb_s, on_request=on_request)
+        async def close_socket() -> None:
+            await ws.close(code=aiohttp.WSCloseCode.INTERNAL_ERROR, message=b"injected fault")
+
+        session = CartesiaSession(
+            send=send,
+            ttfb_s=self.ttfb_s,
+            on_request=on_request,
+            faults=self.faults,
+            close_socket=close_socket,
+        )
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from localdev.cartesia import audio, messages
+from localdev.cartesia.faults import TTSFault, TTSFaults
 from localdev.cartesia.messages import GenerationRequest
 
 log = logging.getLogger("localdev.cartesia")
@@ -32,6 +33,7 @@ _SENTENCE_END = re.compile(r"[.!?;:](?:[\"')\]]*)\s")
 @dataclasses.dataclass
 class _Context:
     context_id: str
+    fault: TTSFault | None = None
     inputs: asyncio.Queue[GenerationRequest] = dataclasses.field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
     ended: bool = False  # an input with continue=false has been received
@@ -44,15 +46,26 @@ class CartesiaSession:
         send: coroutine that writes one JSON reply to the socket.
         ttfb_s: minimum time from a context's first input to its first audio chunk.
         on_request: called with every accepted generation request (for ``srv.requests``).
+        faults: the server's fault queue; each new context takes the next fault.
+        close_socket: closes the websocket (a ``"close"`` fault).
     """
 
     def __init__(
-        self, *, send: Send, ttfb_s: float, on_request: Callable[[dict[str, Any]], None]
+        self,
+        *,
+        send: Send,
+        ttfb_s: float,
+        on_request: Callable[[dict[str, Any]], None],
+        faults: TTSFaults | None = None,
+        close_socket: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self._faults = faults or TTSFaults()
+        self._close_socket = close_socket
         self._send = send
         self._ttfb_s = ttfb_s
         self._on_request = on_request
         self._contexts: dict[str, _Context] = {}
+        self._chunks_sent: dict[str, int] = {}  # per faulted context, for after_chunks
         self._anon_ids = 0
 
     async def handle_text(self, raw: str) -> None:
@@ -85,7 +98,7 @@ class CartesiaSession:
             return
         self._on_request(msg)
         if ctx is None:
-            ctx = _Context(context_id=req.context_id)
+            ctx = _Context(context_id=req.context_id, fault=self._faults.take())
             ctx.task = asyncio.create_task(self._run_context(ctx), name=f"ctx-{req.context_id}")
             self._contexts[req.context_id] = ctx
         ctx.ended = not req.cont
@@ -109,6 +122,9 @@ class CartesiaSession:
     async def _run_context(self, ctx: _Context) -> None:
         cid = ctx.context_id
         first = await ctx.inputs.get()
+        if ctx.fault is not None and ctx.fault.kind == "hang":
+            log.info("injected fault: context %s hangs", cid)
+            await asyncio.Event().wait()  # until cancelled or the socket goes
         audio_deadline = time.monotonic() + self._ttfb_s
         fmt, timestamps = first.output, first.add_timestamps
         pending = ""
@@ -124,7 +140,7 @@ class CartesiaSession:
                         req = await asyncio.wait_for(ctx.inputs.get(), timeout)
                     except TimeoutError:
                         offset_s = await self._speak(
-                            cid, pending, fmt, timestamps, offset_s, audio_deadline
+                            cid, pending, fmt, timestamps, offset_s, audio_deadline, ctx.fault
                         )
                         pending = ""
                         continue
@@ -136,7 +152,9 @@ class CartesiaSession:
                     text, pending = _split_at(pending, _last_word_end(pending))
                 else:
                     text, pending = _split_at(pending, _last_sentence_end(pending))
-                offset_s = await self._speak(cid, text, fmt, timestamps, offset_s, audio_deadline)
+                offset_s = await self._speak(
+                    cid, text, fmt, timestamps, offset_s, audio_deadline, ctx.fault
+                )
                 if req.flush:
                     flush_id += 1
                     await self._send(messages.flush_done(cid, flush_id))
@@ -144,6 +162,8 @@ class CartesiaSession:
                 if last:
                     await self._send(messages.done(cid))
                     return
+        except _FaultInjected:
+            pass
         except ConnectionError as e:
             # The client closed the socket mid-context (an interrupted turn); just stop.
             log.debug("context %s stopped: %s", cid, type(e).__name__)
@@ -163,8 +183,13 @@ class CartesiaSession:
         timestamps: bool,
         offset_s: float,
         audio_deadline: float,
+        fault: TTSFault | None = None,
     ) -> float:
-        """Synthesise ``text``, stream it as chunk messages; returns the new audio offset."""
+        """Synthesise ``text``, stream it as chunk messages; returns the new audio offset.
+
+        A context's ``"error"``/``"close"`` fault fires after its ``after_chunks`` chunks
+        (counted over the context, so it may cut a later sentence) and raises
+        ``_FaultInjected``: the context says nothing more."""
         if not text.strip():
             return offset_s
         t0 = time.monotonic()
@@ -177,6 +202,8 @@ class CartesiaSession:
         words = audio.word_timings(text, duration_s, offset_s) if timestamps else []
         sent_s = offset_s
         for piece in audio.chunks(audio.encode(samples, fmt.encoding), fmt.chunk_bytes):
+            if fault is not None and fault.kind != "hang":
+                await self._fire_if_due(cid, fault)
             await self._send(messages.chunk(cid, piece, step_ms))
             sent_s += len(piece) / fmt.bytes_per_sample / fmt.sample_rate
             # Word timings follow the audio that contains the word's start, as Cartesia's do.
@@ -187,6 +214,26 @@ class CartesiaSession:
         if words:
             await self._send(messages.timestamps(cid, words))
         return offset_s + duration_s
+
+    async def _fire_if_due(self, cid: str, fault: TTSFault) -> None:
+        sent = self._chunks_sent.get(cid, 0)
+        if sent < fault.after_chunks:
+            self._chunks_sent[cid] = sent + 1
+            return
+        if fault.kind == "error":
+            log.info("injected fault: error on context %s after %d chunks", cid, sent)
+            await self._send(
+                messages.error(cid, "injected generation failure", status_code=fault.status_code)
+            )
+        else:
+            log.info("injected fault: closing the socket after %d chunks of %s", sent, cid)
+            if self._close_socket is not None:
+                await self._close_socket()
+        raise _FaultInjected
+
+
+class _FaultInjected(Exception):
+    """Internal: a context's fault fired; it sends nothing more."""
 
 
 def _last_sentence_end(text: str) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from localdev.openai import payloads
+from localdev.openai.faults import ERROR_TYPES, LLMFaults
 from localdev.openai.replies import Replies, ReplyScript
 from localdev.service import AsyncService, serve_app
 
@@ -43,6 +44,9 @@ class LocalOpenAIServer(AsyncService):
         api_key: when set, requests must carry ``Authorization: Bearer <api_key>``.
         host: interface to bind; loopback by default.
         port: TCP port; 0 picks a free one (read it back from ``base_url``).
+
+    ``srv.faults`` (:class:`~localdev.openai.faults.LLMFaults`) queues failures for the
+    next completions: an HTTP error, a stream cut mid-reply, or a hang.
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class LocalOpenAIServer(AsyncService):
         self._port = port
         self._runner: web.AppRunner | None = None
         self.requests: list[dict[str, Any]] = []
+        self.faults = LLMFaults()
 
     @property
     def port(self) -> int:
@@ -151,6 +156,14 @@ class LocalOpenAIServer(AsyncService):
         self.requests.append(body)
 
         started = time.monotonic()
+        fault = self.faults.take()
+        if fault is not None and fault.kind == "status":
+            log.info("injected fault: HTTP %d", fault.status)
+            return _json_error(
+                fault.status,
+                f"The server had an error while processing your request (injected {fault.status}).",
+                type_=ERROR_TYPES.get(fault.status, "server_error"),
+            )
         reply = await self._script.next_reply(messages)
         tokens = payloads.split_tokens(reply)
         prompt_tokens = payloads.count_prompt_tokens(messages)
@@ -203,12 +216,19 @@ class LocalOpenAIServer(AsyncService):
             )
 
         try:
+            if fault is not None and fault.kind == "hang":
+                log.info("injected fault: hanging the stream")
+                await asyncio.Event().wait()  # until the client hangs up (cancels us)
             await _sleep_until(started + self.ttft_s)
             # OpenAI's first chunk carries only the role, then one chunk per token.
             await _send_event(resp, make({"role": "assistant", "content": "", "refusal": None}))
             for i, token in enumerate(tokens):
                 if i and self.token_delay_s:
                     await asyncio.sleep(self.token_delay_s)
+                if fault is not None and fault.kind == "cut" and i >= fault.after_tokens:
+                    log.info("injected fault: stream cut after %d tokens", i)
+                    _drop(request)
+                    return resp
                 await _send_event(resp, make({"content": token}))
             await _send_event(resp, make({}, "stop"))
             if include_usage:
@@ -221,6 +241,13 @@ class LocalOpenAIServer(AsyncService):
             # The client hung up mid-stream (an interrupted agent turn); nothing to do.
             log.debug("client disconnected during stream %s", completion_id)
         return resp
+
+
+def _drop(request: web.Request) -> None:
+    """Close the TCP connection under the response: no final chunk, no ``[DONE]``."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
 
 
 async def _send_event(resp: web.StreamResponse, body: dict[str, Any]) -> None:
