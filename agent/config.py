@@ -175,6 +175,9 @@ class LiveKitSettings:
     api_secret: Secret
     agent_name: str
     drain_timeout_s: int
+    #: most concurrent calls this worker takes (it then reports itself full and LiveKit
+    #: dispatches elsewhere); None = LiveKit's CPU-based load (full at 70 % in start mode)
+    max_calls: int | None
     #: health/worker-info HTTP port; None = LiveKit's default (8081 in start, random in dev)
     health_port: int | None
 
@@ -522,6 +525,9 @@ def load_settings(
             DEFAULT_DRAIN_TIMEOUT_S,
             _positive_int(1, 86_400),
             "whole seconds between 1 and 86400",
+        ),
+        max_calls=r.parse(
+            "WORKER_MAX_CALLS", None, _positive_int(1, 10_000), "a whole number of calls >= 1"
         ),
         health_port=r.parse(
             "HEALTH_PORT", None, _positive_int(1, 65_535), "a TCP port between 1 and 65535"

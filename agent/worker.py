@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -140,6 +141,13 @@ def _describe_turn_detection(td: object) -> str:
     return td if isinstance(td, str) else f"{type(td).__name__}({getattr(td, 'model', '?')})"
 
 
+def _calls_load(max_calls: int) -> Callable[[AgentServer], float]:
+    def load(server: AgentServer) -> float:
+        return len(server.active_jobs) / max_calls
+
+    return load
+
+
 def build_server(settings: Settings) -> AgentServer:
     """The ``AgentServer`` with prewarm and the entrypoint registered.
 
@@ -147,9 +155,13 @@ def build_server(settings: Settings) -> AgentServer:
     agent only when dispatched by name (LiveKit's ``LIVEKIT_AGENT_NAME_OVERRIDE`` wins).
     """
     lk = settings.livekit
-    port_kwargs: dict[str, Any] = {} if lk.health_port is None else {"port": lk.health_port}
+    server_kwargs: dict[str, Any] = {} if lk.health_port is None else {"port": lk.health_port}
+    if lk.max_calls is not None:
+        # load = share of the call slots in use; full (no new dispatch) at 1.0
+        server_kwargs["load_fnc"] = _calls_load(lk.max_calls)
+        server_kwargs["load_threshold"] = 1.0
     server = AgentServer(
-        **port_kwargs,
+        **server_kwargs,
         ws_url=lk.url,
         api_key=lk.api_key.reveal() or None,
         api_secret=lk.api_secret.reveal() or None,

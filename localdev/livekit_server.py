@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import secrets
@@ -34,6 +33,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+
+from localdev.service import die_with_parent, free_port
 
 LIVEKIT_SERVER_BINARY = "livekit-server"
 LIVEKIT_SERVER_VERSION = "1.13.5"
@@ -58,8 +59,6 @@ START_ATTEMPTS = 3
 # before that is silently dropped (Stop returns when !running). Observed: a server stopped right
 # after its first 200 hung until killed. Waiting this long after the first 200 closes the gap.
 SETTLE_AFTER_READY_S = 0.15
-
-_PR_SET_PDEATHSIG = 1
 
 
 class LiveKitServerUnavailable(RuntimeError):
@@ -87,13 +86,6 @@ def livekit_server_version(binary: str) -> str | None:
     return parts[-1] if parts else None
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port on 127.0.0.1 that is free right now (TCP by default, UDP with SOCK_DGRAM)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def generate_key_pair() -> tuple[str, str]:
     """A fresh API key/secret pair, shaped like ``livekit-server generate-keys`` output.
 
@@ -104,10 +96,19 @@ def generate_key_pair() -> tuple[str, str]:
 
 
 def render_config(
-    *, http_port: int, udp_port: int, api_key: str, api_secret: str, log_level: str
+    *,
+    http_port: int,
+    udp_port: int,
+    api_key: str,
+    api_secret: str,
+    log_level: str,
+    redis_address: str | None = None,
 ) -> str:
-    """The server's YAML config. JSON is valid YAML, and go-yaml parses it in strict mode."""
-    config = {
+    """The server's YAML config. JSON is valid YAML, and go-yaml parses it in strict mode.
+
+    ``redis_address`` makes the node one of a cluster: every node given the same Redis
+    (and the same keys) routes rooms, signalling and agent dispatch through it."""
+    config: dict[str, object] = {
         "port": http_port,
         "bind_addresses": ["127.0.0.1"],
         "rtc": {
@@ -124,16 +125,9 @@ def render_config(
         "keys": {api_key: api_secret},
         "logging": {"level": log_level},
     }
+    if redis_address is not None:
+        config["redis"] = {"address": redis_address}
     return json.dumps(config, indent=2) + "\n"
-
-
-def _die_with_parent() -> None:
-    """Child-side: get SIGTERM when the parent dies, so a killed test run leaves no server."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: best effort only
 
 
 class LocalLiveKitServer:
@@ -157,6 +151,7 @@ class LocalLiveKitServer:
         log_level: str = "info",
         ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
         workdir: str | Path | None = None,
+        redis_address: str | None = None,
     ) -> None:
         """Configure (not start) a server.
 
@@ -169,6 +164,8 @@ class LocalLiveKitServer:
             ready_timeout_s: how long ``start()`` waits for the health endpoint.
             workdir: where to put config and log; default: a new temporary directory that is
                 removed on stop.
+            redis_address: ``host:port`` of a Redis shared with other nodes (a cluster: give
+                them the same api_key/api_secret too); default: a single node.
         """
         if (api_key is None) != (api_secret is None):
             raise ValueError("pass both api_key and api_secret, or neither")
@@ -179,6 +176,7 @@ class LocalLiveKitServer:
         self._api_secret = api_secret
         self._log_level = log_level
         self._ready_timeout_s = ready_timeout_s
+        self._redis_address = redis_address
         self._workdir_arg = Path(workdir) if workdir is not None else None
         self._workdir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -365,6 +363,7 @@ class LocalLiveKitServer:
                     api_key=self._api_key,
                     api_secret=self._api_secret,
                     log_level=self._log_level,
+                    redis_address=self._redis_address,
                 )
             )
         assert self.log_path is not None
@@ -377,7 +376,7 @@ class LocalLiveKitServer:
                 # Own process group: a Ctrl-C aimed at the test runner must not start the
                 # server's drain behind our back; stop() handles shutdown.
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # only calls prctl: fork-safe
+                preexec_fn=die_with_parent,  # only calls prctl: fork-safe
                 # LIVEKIT_KEYS / LIVEKIT_CONFIG from the caller's env would override ours.
                 env={k: v for k, v in os.environ.items() if k not in _OVERRIDING_ENV},
             )

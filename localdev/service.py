@@ -2,17 +2,40 @@
 
 Each service (Baseten, OpenAI, Cartesia stand-ins, the whole ``LocalStack``) implements
 ``start()`` and ``aclose()``; this base turns that into ``async with``. ``serve_until_signal``
-is the foreground loop their ``python -m localdev.<service>`` commands run.
+is the foreground loop their ``python -m localdev.<service>`` commands run. Services run as
+child processes (livekit-server, Redis, the worker, the Baseten stand-in) take a free port
+from ``free_port()`` and die with their parent (``die_with_parent``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import signal
+import socket
 from types import TracebackType
 from typing import Self
 
 from aiohttp import web
+
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port on 127.0.0.1 that is free right now (TCP by default, UDP with SOCK_DGRAM)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def die_with_parent() -> None:
+    """Child-side ``preexec_fn``: SIGTERM when the parent dies, so a killed test run
+    leaves no process behind. Only calls prctl, so it is fork-safe."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: best effort only
 
 
 class AsyncService:

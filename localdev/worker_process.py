@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +40,8 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
+
+from localdev.service import die_with_parent, free_port
 
 REPO: Final = Path(__file__).resolve().parents[1]
 
@@ -74,27 +74,10 @@ INHERITED_VARIABLES: Final = (
 
 #: What ``close()`` gives a running worker after SIGKILL to disappear (it cannot refuse).
 _KILL_WAIT_S: Final = 10.0
-_PR_SET_PDEATHSIG: Final = 1
 
 
 class WorkerFailed(RuntimeError):
     """The worker exited or did not log what was awaited in time."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def die_with_parent() -> None:
-    """Child-side: SIGTERM (a drain) when the parent dies, so a killed test run cleans up."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: best effort only
 
 
 def _is_secret_name(name: str) -> bool:

@@ -34,8 +34,7 @@ import aiohttp
 from localdev.baseten.__main__ import API_KEY_VARIABLE, LISTENING
 from localdev.baseten.faults import FaultPlan
 from localdev.baseten.server import STATS_ROUTE, ProtocolName
-from localdev.service import AsyncService
-from localdev.worker_process import die_with_parent
+from localdev.service import AsyncService, die_with_parent
 
 REPO: Final = Path(__file__).resolve().parents[2]
 #: Interpreter start, imports, the Whisper model load (~1-2 s) and warm-up decodes. 90 s
