@@ -209,6 +209,8 @@ class ObservabilitySettings:
     log_level: str | None  # None: the command's default (INFO for start, DEBUG for dev)
     log_transcripts: bool
     prometheus_port: int | None
+    #: log a process_stats line (RSS, fds, threads, asyncio tasks) this often; None = never
+    process_stats_interval_s: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -614,6 +616,12 @@ def load_settings(
         log_transcripts=r.boolean("LOG_TRANSCRIPTS", False),
         prometheus_port=r.parse(
             "PROMETHEUS_PORT", None, _positive_int(1, 65_535), "a TCP port between 1 and 65535"
+        ),
+        process_stats_interval_s=r.parse(
+            "PROCESS_STATS_INTERVAL_S",
+            None,
+            _float_range(0.0, 86_400.0, lo_open=True),
+            "seconds between 0 and 86400 (0 < x)",
         ),
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -21,6 +21,7 @@ from livekit.plugins import silero
 from agent.config import Profile, Settings, load_settings
 from agent.logs import configure_structlog, get_logger
 from agent.model_errors import ModelErrorReporter
+from agent.process_stats import log_process_stats, process_stats
 from agent.prometheus import default_metrics
 
 # Imported at module level on purpose: LiveKit plugins must register in the main process's
@@ -120,6 +121,13 @@ async def entrypoint(ctx: JobContext) -> None:
     )
 
     # Model usage is logged once, in the collector's session_latency_summary at close.
+    if settings.observability.process_stats_interval_s is not None:
+        _keep(log_process_stats("job", settings.observability.process_stats_interval_s))
+
+        async def final_stats() -> None:  # what the job holds as its call ends
+            log.info("process_stats", role="job", at="shutdown", **process_stats())
+
+        ctx.add_shutdown_callback(final_stats)
 
     log.info(
         "starting session",
@@ -174,4 +182,17 @@ def build_server(settings: Settings) -> AgentServer:
         preload_modules=["agent.worker"],
     )
     server.rtc_session(entrypoint, agent_name=lk.agent_name)
+    interval = settings.observability.process_stats_interval_s
+    if interval is not None:
+        server.on("worker_started", lambda: _keep(log_process_stats("worker", interval)))
     return server
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _keep(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` for the process's life (a reference kept, so it is not collected)."""
+    task = asyncio.create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
