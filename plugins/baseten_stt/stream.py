@@ -18,7 +18,11 @@ written once:
   -> its flush reply), then close 1000;
 * connect failures, drops, stalls and fatal errors share one budget of attempts without
   progress; when it is spent the error is final (not retried by the framework, whose own
-  counter restarts after every attempt longer than the connect timeout).
+  counter restarts after every attempt longer than the connect timeout);
+* with fallback endpoints (``failover.EndpointPool``), a failure that condemns the endpoint
+  (refused, 5xx for ``failover_after_s``, hang, fatal error, two drops) moves the next
+  connection to the next endpoint, replaying as for any reconnect; each endpoint gets the
+  whole budget, and the stream returns to a recovered primary at an utterance boundary.
 """
 
 from __future__ import annotations
