@@ -12,7 +12,10 @@ number of job processes are sampled with psutil at the same cadence.
 Verdicts:
 
 * **growth after warm-up** (duration mode): per series, the median of the first minute
-  after ``--warmup-s`` against the median of the last minute; goal <= 5 %.
+  after ``--warmup-s`` against the median of the last minute; goal <= 5 %. The worker's
+  and the forkserver's series come from the idle sample after each call (mid-call samples
+  also hold that call's own tasks and sockets), the job processes' from the samples taken
+  during calls. ``--report saved.json`` re-analyses a saved run without calls.
 * **clear leak** (both modes, what CI runs with ``--calls``): a count sampled after every
   call (worker fds, threads, asyncio tasks; forkserver fds, threads; job processes) that
   rose after every one of the last ``LEAK_CALLS`` calls. Timing is not judged.
@@ -30,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,15 +134,26 @@ def clear_leaks(after_call: list[dict[str, Any]]) -> list[str]:
     return leaks
 
 
-def growth(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, dict[str, float]]:
-    """Per series: median of the first minute after warm-up vs of the last minute."""
+def growth(soak_json: dict[str, Any], warmup_s: float) -> dict[str, dict[str, float]]:
+    """Per series, like against like: the worker's, the forkserver's and the job-process
+    count from the idle samples after each call (a sample taken mid-call also counts that
+    call's own tasks and sockets); the job processes' from the samples taken during calls."""
+    idle = _growth(soak_json["after_call"], warmup_s, lambda k: not k.startswith("job."))
+    busy = [s for s in soak_json["samples"] if s.get("job.max_rss_mb") is not None]
+    return {**idle, **_growth(busy, warmup_s, lambda k: k.startswith("job."))}
+
+
+def _growth(
+    samples: list[dict[str, Any]], warmup_s: float, wanted: Callable[[str], bool]
+) -> dict[str, dict[str, float]]:
+    """Median of the first minute after warm-up vs of the last minute, per wanted series."""
     steady = [s for s in samples if s["t_s"] >= warmup_s]
     if not steady:
         return {}
     first = [s for s in steady if s["t_s"] < steady[0]["t_s"] + 60]
     last = [s for s in steady if s["t_s"] > steady[-1]["t_s"] - 60]
     out = {}
-    for name in sorted({k for s in steady for k in s} - {"t_s"}):
+    for name in sorted(k for k in {k for s in steady for k in s} - {"t_s", "call"} if wanted(k)):
         a = [s[name] for s in first if isinstance(s.get(name), int | float)]
         b = [s[name] for s in last if isinstance(s.get(name), int | float)]
         if a and b and statistics.median(a) > 0:
@@ -232,13 +247,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-s", type=float, default=300.0)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
+    parser.add_argument(
+        "--report", type=Path, metavar="JSON", help="re-analyse a saved --json run (no calls)"
+    )
     args = parser.parse_args(argv)
     duration = args.duration_s if args.calls is None else None
     if duration is None and args.calls is None:
         duration = 1800.0
-    soak = asyncio.run(run(duration, args.calls))
+    if args.report is not None:
+        saved = json.loads(args.report.read_text())
+        soak = Soak(
+            samples=saved["samples"],
+            after_call=saved["after_call"],
+            calls=saved["calls"],
+            errors=saved["errors"],
+            interval_s=saved.get("interval_s", SAMPLE_INTERVAL_S),
+        )
+        soak.started = time.monotonic() - (saved["samples"][-1]["t_s"] if saved["samples"] else 0)
+        duration = None if saved.get("mode") == "calls" else duration
+    else:
+        soak = asyncio.run(run(duration, args.calls))
     leaks = clear_leaks(soak.after_call)
-    grew = growth(soak.samples, args.warmup_s) if duration is not None else {}
+    as_json = {"samples": soak.samples, "after_call": soak.after_call}
+    grew = growth(as_json, args.warmup_s) if duration is not None else {}
     over = {k: v for k, v in grew.items() if v["growth"] > GROWTH_GOAL}
     elapsed = time.monotonic() - soak.started
     print(f"soak: {soak.calls} calls in {elapsed / 60:.1f} min, {len(soak.errors)} call errors")
@@ -252,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(
             json.dumps(
                 {
+                    "mode": "duration" if duration is not None else "calls",
+                    "interval_s": soak.interval_s,
                     "calls": soak.calls,
                     "errors": soak.errors,
                     "samples": soak.samples,
