@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from bench.e2e_bench import job_processes
 from localdev.user_turns import DEMO_TURN_NAMES, UserTurn, named
 
 #: Caller starts are spread by this much so turns do not all end in the same 100 ms.
@@ -67,6 +68,7 @@ class Level:
     worker_cpu_s: float = 0.0
     bench_cpu_s: float = 0.0
     threads: dict[str, float] = field(default_factory=dict)  # job CPU s by thread group
+    join_failed: str | None = None  # the level could not even be set up
 
     def pct(self, q: float) -> float | None:
         return float(np.percentile(self.v2v_s, q)) if self.v2v_s else None
@@ -105,16 +107,13 @@ class TreeCpu:
             return []
 
     def sample(self) -> None:
+        # job processes are the forkserver's children (and share its command line)
+        self._job_pids.update(p.pid for p in job_processes(self._root))
         for p in self._procs():
             try:
-                is_job = "multiprocessing.forkserver" not in " ".join(p.cmdline()) and (
-                    p.pid != self._root
-                )
                 threads = p.threads()
             except psutil.Error:
                 continue
-            if is_job:
-                self._job_pids.add(p.pid)
             for t in threads:
                 key = (p.pid, t.id)
                 cpu = t.user_time + t.system_time
@@ -210,7 +209,11 @@ async def run_level(
             joined = []
             for i in range(n):  # one at a time: each dispatch finds a free job process
                 room = f"cap-{n}-{i}-{secrets.token_hex(2)}"
-                joined.append(await _join(calls, stack, room, f"caller-{i}", agent_name))
+                try:
+                    joined.append(await _join(calls, stack, room, f"caller-{i}", agent_name))
+                except TimeoutError as e:
+                    level.join_failed = f"only {i} of {n} calls got an agent: {e}"
+                    return level
             await _measure(cpu, me, joined, turns, clips, level)
     finally:
         sampling = False
@@ -262,13 +265,18 @@ async def run(levels: list[int], turns: int) -> tuple[list[Level], dict[str, Any
                 **stack.env,
                 "WORKER_MAX_CALLS": str(n),
                 "DRAIN_TIMEOUT": "30",
-                "LOG_LEVEL": "WARNING",
+                "LOG_LEVEL": "INFO",  # WorkerProcess waits for the "registered" line
             }
             # a fresh worker per level: no job process or cache carried over
             async with WorkerProcess(env=env) as worker:
                 t0 = time.monotonic()
                 level = await run_level(stack, worker, n, turns, DEMO_AGENT_NAME, clips)
                 results.append(level)
+                if level.join_failed:
+                    print(f"N={n}: {level.join_failed}; stopping", file=sys.stderr, flush=True)
+                    worker.terminate()
+                    await worker.wait(timeout=60)
+                    break
                 print(
                     f"N={n}: v2v p50/p95 {_f(level.pct(50))}/{_f(level.pct(95))} s, "
                     f"{level.cpu_per_call:.3f} cores/call, {len(level.errors)} errors, "
@@ -304,6 +312,9 @@ def report(levels: list[Level]) -> tuple[str, int | None]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for lv in levels:
+        if lv.join_failed:
+            lines.append(f"| {lv.calls} | - | - | - | - | - | - | - | {lv.join_failed[:60]} |")
+            continue
         p95 = lv.pct(95)
         ratio = f"{p95 / base:.2f}" if base and p95 else "-"
         lines.append(
@@ -311,7 +322,7 @@ def report(levels: list[Level]) -> tuple[str, int | None]:
             f"| {lv.cpu_per_call:.3f} | {lv.worker_cpu_s / lv.window_s if lv.window_s else 0:.2f} "
             f"| {lv.bench_cpu_s / lv.window_s if lv.window_s else 0:.2f} | {len(lv.errors)} |"
         )
-    biggest = levels[-1]
+    biggest = [lv for lv in levels if not lv.join_failed][-1]
     job_total = sum(biggest.threads.values()) or 1.0
     top = sorted(biggest.threads.items(), key=lambda kv: -kv[1])[:8]
     lines += [
@@ -354,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                             "calls": lv.calls,
                             "v2v_s": lv.v2v_s,
                             "errors": lv.errors,
+                            "join_failed": lv.join_failed,
                             "window_s": lv.window_s,
                             "worker_cpu_s": lv.worker_cpu_s,
                             "bench_cpu_s": lv.bench_cpu_s,

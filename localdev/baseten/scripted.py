@@ -1,8 +1,9 @@
 """A recognition engine that costs (almost) nothing: for load tests of *clients*.
 
 ``ScriptedEngine`` answers every buffer with made-up words evenly spread over the
-buffer, with word timestamps, so the messages look like real results (same fields,
-similar size) while the server spends microseconds instead of a pocketsphinx decode.
+buffer, with word timestamps (finals end in a full stop), so the messages look like
+real results (same fields, similar size) while the server spends microseconds instead
+of a pocketsphinx decode.
 Used by the STT client benchmark (``bench/stt_client_bench.py``) when hundreds of
 streams must not make the server the bottleneck. Never use it where words matter.
 """
@@ -63,7 +64,9 @@ class ScriptedEngine:
         segment = Segment(
             start_time=words[0].start_time,
             end_time=words[-1].end_time,
-            text=" ".join(w.word for w in words),
+            # a final ends in a full stop, as Whisper's do: turn detection (the signals
+            # policy reads the final's ending) then treats it as a finished statement
+            text=" ".join(w.word for w in words) + ("." if final else ""),
             log_prob=round(float(np.log(WORD_PROB)), 4),
             word_timestamps=words if params.show_word_timestamps else [],
             language_code=language,
