@@ -126,6 +126,8 @@ async def test_failures_mid_reply_are_reported_and_the_call_carries_on(
             role="agent", contains="went wrong", after=cut.said.started_at, timeout=30
         )
         assert apology.final
+        # what came before the cut was spoken first: the echo's first words, not the apology
+        assert cut.agent_transcript.text.startswith("You said"), cut.agent_transcript
         # 2. the LLM hangs (headers, then nothing): the read timeout makes it retryable
         llm.faults.add("hang")
         hung = await _answered(call, e2e_stack, CLIPS[1])
