@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import signal
 
-from localdev.service import AsyncService, die_with_parent, free_port
+from localdev.service import AsyncService, die_with_parent, free_port, stop_process
 
 REDIS_SERVER_BINARY = "redis-server"
 INSTALL_HINT = "install it with: apt-get install redis-server"
@@ -85,13 +84,5 @@ class LocalRedisServer(AsyncService):
 
     async def aclose(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        if proc is not None:
+            await stop_process(proc, grace_s=STOP_TIMEOUT_S)

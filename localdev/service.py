@@ -10,6 +10,7 @@ from ``free_port()`` and die with their parent (``die_with_parent``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import signal
 import socket
@@ -36,6 +37,20 @@ def die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass  # not Linux: best effort only
+
+
+async def stop_process(proc: asyncio.subprocess.Process, *, grace_s: float) -> None:
+    """SIGTERM ``proc``, SIGKILL it if it is still there after ``grace_s``; reaped either way."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), grace_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
 
 
 class AsyncService:

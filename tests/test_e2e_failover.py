@@ -20,10 +20,7 @@ from localdev.stack import LocalStack
 from localdev.user_turns import named
 from localdev.worker_process import WorkerProcess
 from tests.fixtures.e2e import (
-    E2E_AGENT_NAME,
-    LLM_TTFT_S,
-    STT_INFERENCE_DELAY_S,
-    TTS_TTFB_S,
+    e2e_services,
     open_call,
     speak,
     timing_line,
@@ -41,14 +38,7 @@ SWITCHED = 'voice_agent_stt_endpoint_switches_total{cause="failure",to="fallback
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def e2e_stack(livekit_server: LocalLiveKitServer) -> AsyncIterator[LocalStack]:
     """The e2e stack plus a second Baseten stand-in as BASETEN_FALLBACK_MODEL_ENDPOINT."""
-    async with LocalStack(
-        livekit=livekit_server,
-        llm_ttft_s=LLM_TTFT_S,
-        tts_ttfb_s=TTS_TTFB_S,
-        stt_inference_delay_s=STT_INFERENCE_DELAY_S,
-        agent_name=E2E_AGENT_NAME,
-        baseten_fallback=True,
-    ) as stack:
+    async with e2e_services(livekit_server, baseten_fallback=True) as stack:
         yield stack
 
 

@@ -24,11 +24,8 @@ from localdev.stack import LocalStack
 from localdev.user_turns import named
 from localdev.worker_process import WorkerProcess
 from tests.fixtures.e2e import (
-    E2E_AGENT_NAME,
-    LLM_TTFT_S,
-    STT_INFERENCE_DELAY_S,
-    TTS_TTFB_S,
     Call,
+    e2e_services,
     open_call,
     speak,
 )
@@ -46,13 +43,7 @@ CLIPS = [
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def e2e_stack(livekit_server: LocalLiveKitServer) -> AsyncIterator[LocalStack]:
-    async with LocalStack(
-        livekit=livekit_server,
-        llm_ttft_s=LLM_TTFT_S,
-        tts_ttfb_s=TTS_TTFB_S,
-        stt_inference_delay_s=STT_INFERENCE_DELAY_S,
-        agent_name=E2E_AGENT_NAME,
-    ) as stack:
+    async with e2e_services(livekit_server) as stack:
         yield stack
 
 

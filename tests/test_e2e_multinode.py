@@ -27,10 +27,7 @@ from localdev.user_turns import named
 from localdev.worker_process import WorkerProcess
 from tests.fixtures.e2e import (
     DRAIN_TIMEOUT_S,
-    E2E_AGENT_NAME,
-    LLM_TTFT_S,
-    STT_INFERENCE_DELAY_S,
-    TTS_TTFB_S,
+    e2e_services,
     open_call,
     speak,
     worker_log_dir,
@@ -60,15 +57,7 @@ async def cluster() -> AsyncIterator[Cluster]:
             redis_address=redis.address, api_key=first.api_key, api_secret=first.api_secret
         )
         await stack.enter_async_context(second)
-        services = await stack.enter_async_context(
-            LocalStack(
-                livekit=first,
-                llm_ttft_s=LLM_TTFT_S,
-                tts_ttfb_s=TTS_TTFB_S,
-                stt_inference_delay_s=STT_INFERENCE_DELAY_S,
-                agent_name=E2E_AGENT_NAME,
-            )
-        )
+        services = await stack.enter_async_context(e2e_services(first))
         c = Cluster([first, second], services)
         for i, node in enumerate(c.nodes):
             worker = WorkerProcess(

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ import aiohttp
 from localdev.baseten.__main__ import API_KEY_VARIABLE, LISTENING
 from localdev.baseten.faults import FaultPlan
 from localdev.baseten.server import STATS_ROUTE, ProtocolName
-from localdev.service import AsyncService, die_with_parent
+from localdev.service import AsyncService, die_with_parent, stop_process
 
 REPO: Final = Path(__file__).resolve().parents[2]
 #: Interpreter start, imports, the Whisper model load (~1-2 s) and warm-up decodes. 90 s
@@ -220,15 +219,8 @@ class BasetenServerProcess(AsyncService):
             await self._http.close()
             self._http = None
         proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        if proc is not None:
+            await stop_process(proc, grace_s=STOP_TIMEOUT_S)
         self._stderr_file.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._stderr_file.name)
