@@ -17,6 +17,7 @@ from localdev.baseten.faults import FaultPlan, InjectedError
 from localdev.wer import normalise
 from plugins.baseten_stt import STT
 from plugins.baseten_stt.failover import EndpointSwitch
+from tests.fixtures.bounded import within
 from tests.fixtures.plugin import StreamRun, plugin_speech, push_audio
 from tests.test_plugin_faults import KEY, ROUTE, TWO, assert_all_words_once
 
@@ -61,9 +62,9 @@ class Recorder:
         await push_audio(self.stream, pcm, sample_rate=SR, end=end, speedup=speedup)
 
     async def finish(self, timeout_s: float = 60.0) -> StreamRun:
-        await asyncio.wait_for(self._consumer, timeout_s)
-        await self.stream.aclose()
-        await self.stt.aclose()
+        await within(self._consumer, timeout_s, "the stream's last event")
+        await within(self.stream.aclose(), 15, "stream.aclose()")
+        await within(self.stt.aclose(), 15, "stt.aclose()")
         return self.run
 
 
@@ -77,8 +78,9 @@ async def test_primary_dying_mid_utterance_fails_over_without_losing_a_word(
     cut = round((onsets[0] + 0.8) * SR)  # mid-way through the first phrase
     await rec.push(pcm[:cut])
     await primary.wait_for(lambda s: s.frames_received * 512 >= cut - 2048, within_s=10)
-    await primary.aclose()  # the deployment goes away with the socket open
-    await rec.push(pcm[cut:], end=True)
+    # the deployment goes away with the socket open
+    await within(primary.aclose(), 15, "the primary's aclose()")
+    await within(rec.push(pcm[cut:], end=True), 30, "pushing the rest of the audio")
     run = await rec.finish()
     assert_all_words_once(run, onsets)
     assert [s.after_failure and not s.to_primary for s in rec.switches] == [True]

@@ -62,6 +62,9 @@ MAX_MESSAGE_BYTES = 100 * 1024 * 1024
 #: One decode per core: CTranslate2 releases the GIL while it decodes, so the threads
 #: really run in parallel, and more threads than cores would only slow each decode down.
 DEFAULT_INFERENCE_WORKERS = max(1, min(os.cpu_count() or 2, 4))
+#: How long aclose() lets one session's close handshake take (a local client answers in
+#: milliseconds; the bound only matters for a client that never answers).
+SESSION_CLOSE_TIMEOUT_S = 2.0
 #: The stand-in's own introspection route (not part of Baseten's protocol).
 STATS_ROUTE = "/_localdev/stats"
 #: What a deployment behind the URL speaks (the URL does not say: doc qwen3 §1).
@@ -209,15 +212,23 @@ class LocalBasetenServer(AsyncService):
 
     async def aclose(self) -> None:
         self._shutdown.set()
-        for ws in list(self._sessions):
-            with contextlib.suppress(Exception):
-                await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        # All sessions at once, each bounded: aiohttp's close() waits for the client's
+        # close frame and, when another task is inside receive(), for that task to notice,
+        # neither of which a dying deployment owes anyone. Past the bound the transport
+        # is dropped (aiohttp's own handling of a cancelled close).
+        await asyncio.gather(*(self._close_session(ws) for ws in list(self._sessions)))
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+
+    @staticmethod
+    async def _close_session(ws: web.WebSocketResponse) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(SESSION_CLOSE_TIMEOUT_S):
+                await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
     # ------------------------------------------------------------------ HTTP layer
     def _notify(self) -> None:
