@@ -26,7 +26,12 @@ from agent.prometheus import default_metrics
 
 # Imported at module level on purpose: LiveKit plugins must register in the main process's
 # main thread, and then the forkserver preloads them once for every job process.
-from agent.session_factory import build_assistant, build_session, local_turn_detector_available
+from agent.session_factory import (
+    build_assistant,
+    build_room_options,
+    build_session,
+    local_turn_detector_available,
+)
 from agent.turn_metrics import attach_turn_metrics
 
 log = get_logger("agent.worker")
@@ -138,7 +143,11 @@ async def entrypoint(ctx: JobContext) -> None:
         instructions_source=settings.agent.instructions_source,
     )
     try:
-        await parts.session.start(agent=build_assistant(settings), room=ctx.room)
+        await parts.session.start(
+            agent=build_assistant(settings),
+            room=ctx.room,
+            room_options=build_room_options(parts.stt),
+        )
     except BaseException:
         connecting.cancel()  # nothing to join for: don't leave the task dangling
         raise
@@ -149,9 +158,20 @@ def _describe_turn_detection(td: object) -> str:
     return td if isinstance(td, str) else f"{type(td).__name__}({getattr(td, 'model', '?')})"
 
 
+#: livekit-server offers a job only to workers whose reported load is below its
+#: ``agents.target_load``: 0.7 unless the server's config changes it (``DefaultTargetLoad``,
+#: livekit-server pkg/agent/config.go; the affinity is ``max(0, target - load)``). A load of
+#: jobs/max therefore stopped dispatch at 70 % of WORKER_MAX_CALLS: ``bench.capacity_bench``
+#: at 4, 6 and 8 calls never got the 4th, 6th and 7th job request.
+SERVER_TARGET_LOAD = 0.7
+
+
 def _calls_load(max_calls: int) -> Callable[[AgentServer], float]:
+    """Each call slot is worth ``SERVER_TARGET_LOAD / max_calls``: the server stops offering
+    jobs, and the worker reports itself full, exactly when all slots are taken."""
+
     def load(server: AgentServer) -> float:
-        return len(server.active_jobs) / max_calls
+        return SERVER_TARGET_LOAD * len(server.active_jobs) / max_calls
 
     return load
 
@@ -165,9 +185,9 @@ def build_server(settings: Settings) -> AgentServer:
     lk = settings.livekit
     server_kwargs: dict[str, Any] = {} if lk.health_port is None else {"port": lk.health_port}
     if lk.max_calls is not None:
-        # load = share of the call slots in use; full (no new dispatch) at 1.0
+        # full (no new dispatch, on either side) when every call slot is taken
         server_kwargs["load_fnc"] = _calls_load(lk.max_calls)
-        server_kwargs["load_threshold"] = 1.0
+        server_kwargs["load_threshold"] = SERVER_TARGET_LOAD
     server = AgentServer(
         **server_kwargs,
         ws_url=lk.url,

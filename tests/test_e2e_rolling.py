@@ -169,3 +169,39 @@ async def test_a_worker_crash_mid_call_is_back_after_a_redispatch(e2e_stack: Loc
             f"{listening_at - killed_at:.2f} s, answered "
             f"{again.agent_speech.started_at - killed_at:.2f} s (incl. speaking the sentence)"
         )
+
+
+@pytest.mark.e2e
+async def test_worker_max_calls_is_the_number_of_calls_a_worker_takes(
+    e2e_stack: LocalStack,
+) -> None:
+    """``WORKER_MAX_CALLS=4``: four calls each get an agent on the first dispatch, and a
+    fifth is not offered to the full worker. livekit-server stops offering jobs at its
+    target load (0.7), so a load of jobs/max used to end dispatch at the 4th call (3/4)."""
+    agent = "e2e-max-calls-agent"
+    max_calls = 4
+    worker = WorkerProcess(
+        env={**e2e_stack.env, "LIVEKIT_AGENT_NAME": agent, "WORKER_MAX_CALLS": str(max_calls)},
+        log_dir=worker_log_dir("max-calls"),
+    )
+    async with worker, AsyncExitStack() as calls_stack:
+        calls = []
+        for i in range(max_calls):
+            calls += await _open_calls(e2e_stack, calls_stack, agent, [f"e2e-max-{i}"])
+            # the server has seen the new load: status updates come every 2.5 s
+            # (UPDATE_STATUS_INTERVAL, livekit/agents/worker.py)
+            await asyncio.sleep(3.0)
+        assert [c.dispatch_attempts for c in calls] == [1] * max_calls
+        assert len({c.agent.identity for c in calls}) == max_calls
+
+        lk = e2e_stack.livekit
+        assert lk is not None
+        async with RoomAdmin(url=lk.url, api_key=lk.api_key, api_secret=lk.api_secret) as admin:
+            await admin.dispatch_agent(agent_name=agent, room="e2e-max-overflow")
+            await asyncio.sleep(6.0)  # several of the worker's status updates
+        assert not worker.find_lines(
+            lambda ln: ln["message"] == "received job request" and ln["room"] == "e2e-max-overflow"
+        ), "a full worker was offered a fifth call"
+        assert worker.find_lines(
+            lambda ln: ln["message"] == "worker is at full capacity, marking as unavailable"
+        )
