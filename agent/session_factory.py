@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from livekit.agents import AgentSession, APIConnectOptions, TurnHandlingOptions
 from livekit.agents import vad as lk_vad
+from livekit.agents.voice import room_io
 from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.turn import TurnDetectionMode
 from livekit.plugins import cartesia, openai
@@ -63,6 +64,19 @@ def local_turn_detector_available() -> bool:
     except Exception:
         return False
     return True
+
+
+def build_room_options(stt: STT) -> room_io.RoomOptions:
+    """Ask WebRTC for the caller's audio at the STT's own rate (16 kHz for Baseten).
+
+    LiveKit's default is 24 kHz, and every consumer of the input (the STT, Silero VAD and
+    the turn detector) then resamples each 50 ms frame to 16 kHz on its own: three
+    resamplers per call, each an FFI round trip from the event loop. The WebRTC decoder
+    resamples once, in Rust, off the loop (``bench.capacity_bench``: see the README's
+    capacity section for what it saved)."""
+    return room_io.RoomOptions(
+        audio_input=room_io.AudioInputOptions(sample_rate=stt.options.sample_rate)
+    )
 
 
 def build_turn_detection(

@@ -15,6 +15,7 @@ from agent.session_factory import (
     MODEL_RETRIES,
     MODEL_RETRY_INTERVAL_S,
     build_assistant,
+    build_room_options,
     build_session,
     build_stt,
     build_text_session,
@@ -109,6 +110,20 @@ async def test_api_keys_reach_the_plugins(silero_vad: Any) -> None:
         assert parts.llm._client.api_key == FAKE_SECRETS["OPENAI_API_KEY"]
         assert parts.tts._opts.api_key == FAKE_SECRETS["CARTESIA_API_KEY"]
         assert parts.tts._opts.voice == DEFAULT_CARTESIA_VOICE
+    finally:
+        await parts.llm.aclose()
+
+
+async def test_the_room_delivers_caller_audio_at_the_stt_rate(silero_vad: Any) -> None:
+    """One resample, in WebRTC's decoder, instead of one per consumer (STT, VAD, turn
+    detector) on the event loop: each of them takes 16 kHz."""
+    parts = build_session(settings(), vad=silero_vad, local_turn_model_available=True)
+    try:
+        audio_in = build_room_options(parts.stt).get_audio_input_options()
+        assert audio_in is not None
+        assert audio_in.sample_rate == parts.stt.options.sample_rate == 16_000
+        assert audio_in.num_channels == 1
+        assert silero_vad._opts.sample_rate == 16_000
     finally:
         await parts.llm.aclose()
 
