@@ -34,6 +34,7 @@ import re
 import secrets
 import statistics
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from contextlib import AsyncExitStack
@@ -44,6 +45,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from bench import job_profile
 from bench.e2e_bench import job_processes
 from localdev.user_turns import DEMO_TURN_NAMES, UserTurn, named
 
@@ -69,6 +71,8 @@ class Level:
     bench_cpu_s: float = 0.0
     threads: dict[str, float] = field(default_factory=dict)  # job CPU s by thread group
     join_failed: str | None = None  # the level could not even be set up
+    #: component -> share of the job processes' busy Python samples (``--profile-s``)
+    profile: dict[str, float] | None = None
 
     def pct(self, q: float) -> float | None:
         return float(np.percentile(self.v2v_s, q)) if self.v2v_s else None
@@ -191,7 +195,13 @@ async def _talk(caller: Any, turns: list[UserTurn], delay_s: float, level: Level
 
 
 async def run_level(
-    stack: Any, worker: Any, n: int, turns: int, agent_name: str, clips: list[UserTurn]
+    stack: Any,
+    worker: Any,
+    n: int,
+    turns: int,
+    agent_name: str,
+    clips: list[UserTurn],
+    profile_s: float = 0.0,
 ) -> Level:
     level = Level(calls=n)
     cpu = TreeCpu(worker.pid)
@@ -214,7 +224,7 @@ async def run_level(
                 except TimeoutError as e:
                     level.join_failed = f"only {i} of {n} calls got an agent: {e}"
                     return level
-            await _measure(cpu, me, joined, turns, clips, level)
+            await _measure(cpu, me, joined, turns, clips, level, profile_s, worker.pid)
     finally:
         sampling = False
         await asyncio.gather(sampler_task, return_exceptions=True)
@@ -229,17 +239,28 @@ async def _measure(
     turns: int,
     clips: list[UserTurn],
     level: Level,
+    profile_s: float,
+    worker_pid: int,
 ) -> None:
-    """All callers talk at once; the worker's CPU over that window."""
+    """All callers talk at once; the worker's CPU over that window (and, with
+    ``profile_s``, py-spy samples of its job processes for that long within it)."""
     await asyncio.sleep(1.0)  # every session past its greeting/start-up work
     cpu.sample()
     snap, bench0, t0 = cpu.snapshot(), me.cpu_times(), time.monotonic()
-    await asyncio.gather(
+    talking = asyncio.gather(
         *(
             _talk(caller, [clips[(i + k) % len(clips)] for k in range(turns)], i * STAGGER_S, level)
             for i, caller in enumerate(joined)
         )
     )
+    if profile_s > 0:
+        pids = [p.pid for p in job_processes(worker_pid)]
+        profiled = await job_profile.record(pids, profile_s)
+        if profiled is None:
+            print("profile: py-spy missing or refused; no breakdown", file=sys.stderr)
+        else:
+            level.profile = profiled[0]
+    await talking
     cpu.sample()
     level.window_s = time.monotonic() - t0
     level.worker_cpu_s, level.threads = cpu.used_since(snap)
@@ -247,7 +268,9 @@ async def _measure(
     level.bench_cpu_s = (bench1.user + bench1.system) - (bench0.user + bench0.system)
 
 
-async def run(levels: list[int], turns: int) -> tuple[list[Level], dict[str, Any]]:
+async def run(
+    levels: list[int], turns: int, profile_s: float = 0.0
+) -> tuple[list[Level], dict[str, Any]]:
     from localdev.demo import DEMO_AGENT_NAME
     from localdev.stack import LocalStack
     from localdev.worker_process import WorkerProcess
@@ -268,12 +291,24 @@ async def run(levels: list[int], turns: int) -> tuple[list[Level], dict[str, Any
                 "LOG_LEVEL": "INFO",  # WorkerProcess waits for the "registered" line
             }
             # a fresh worker per level: no job process or cache carried over
-            async with WorkerProcess(env=env) as worker:
+            log_dir = Path(tempfile.mkdtemp(prefix=f"capacity-{n}-"))  # kept for a post-mortem
+            async with WorkerProcess(env=env, log_dir=log_dir) as worker:
                 t0 = time.monotonic()
-                level = await run_level(stack, worker, n, turns, DEMO_AGENT_NAME, clips)
+                # only the last level is profiled: py-spy's own CPU skews its latencies
+                level = await run_level(
+                    stack,
+                    worker,
+                    n,
+                    turns,
+                    DEMO_AGENT_NAME,
+                    clips,
+                    profile_s=profile_s if n == levels[-1] else 0.0,
+                )
                 results.append(level)
                 if level.join_failed:
                     print(f"N={n}: {level.join_failed}; stopping", file=sys.stderr, flush=True)
+                    # the worker's own account of the dispatch it did not serve
+                    print(f"  worker log: {log_dir}", file=sys.stderr)
                     worker.terminate()
                     await worker.wait(timeout=60)
                     break
@@ -291,6 +326,20 @@ async def run(levels: list[int], turns: int) -> tuple[list[Level], dict[str, Any
 
 def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
+
+
+def _profile_lines(level: Level) -> list[str]:
+    if not level.profile:
+        return []
+    return [
+        f"where the job processes' Python threads spend their busy time at N={level.calls} "
+        "(py-spy samples by owning component; this level's latencies are skewed by it):",
+        "",
+        "| component | share of busy Python samples |",
+        "|---|---|",
+        *(f"| {name} | {share:.1%} |" for name, share in level.profile.items() if share >= 0.005),
+        "",
+    ]
 
 
 def report(levels: list[Level]) -> tuple[str, int | None]:
@@ -334,6 +383,7 @@ def report(levels: list[Level]) -> tuple[str, int | None]:
         "|---|---|",
         *(f"| `{name}` | {used / job_total:.0%} |" for name, used in top),
         "",
+        *_profile_lines(biggest),
         f"largest N with v2v p95 within {P95_TOLERANCE:.0%} of one call's: {best} "
         f"(goal >= {GOAL_CALLS}: {verdict})",
     ]
@@ -345,9 +395,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 6, 8, 10, 12])
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--profile-s",
+        type=float,
+        default=0.0,
+        help="py-spy the job processes for this long during the last level (its latencies "
+        "are then skewed by the sampler); prints where their Python CPU goes by component",
+    )
     args = parser.parse_args(argv)
     t0 = time.monotonic()
-    levels, info = asyncio.run(run(sorted(set(args.levels)), args.turns))
+    levels, info = asyncio.run(run(sorted(set(args.levels)), args.turns, args.profile_s))
     table, best = report(levels)
     print(
         f"capacity bench: {info['cpus']} CPUs, scripted Baseten engine, levels {args.levels}, "
@@ -370,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                             "worker_cpu_s": lv.worker_cpu_s,
                             "bench_cpu_s": lv.bench_cpu_s,
                             "threads": lv.threads,
+                            "profile": lv.profile,
                             "p50": lv.pct(50),
                             "p95": lv.pct(95),
                             "median": statistics.median(lv.v2v_s) if lv.v2v_s else None,
