@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Voice agent worker image: `python agent.py start` as a non-root user.
 #
 # Build stage: uv installs the locked runtime dependencies (no dev group) into /app/.venv,
@@ -47,14 +46,14 @@ FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 ENV PATH=/app/.venv/bin:$PATH \
     HF_HOME=/app/.cache/huggingface \
     XDG_CACHE_HOME=/app/.cache \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
 # uid/gid 10001: outside the range of host system users (LiveKit's starter uses the same).
+# Writable at run time: only /tmp (agent.py makes a fresh Prometheus multiprocess directory
+# there per start), so the root filesystem can be mounted read-only with /tmp as tmpfs.
 RUN groupadd --system --gid 10001 appuser \
-    && useradd --system --uid 10001 --gid appuser --home-dir /app --no-create-home appuser \
-    && install -d -o appuser -g appuser /tmp/prometheus
+    && useradd --system --uid 10001 --gid appuser --home-dir /app --no-create-home appuser
 
 WORKDIR /app
 # Code and venv stay root-owned (read-only to the worker); only the caches are writable.
