@@ -135,6 +135,9 @@ def _log_level(args: argparse.Namespace, settings: Settings, *, default: str) ->
 def _run_worker(args: argparse.Namespace, *, dev: bool) -> int:
     if dev:
         load_dotenv_files()
+        # dev is where someone talks to the agent from the web client (web/), whose latency
+        # bars are these records; an explicit PUBLISH_TURN_LATENCY=false still wins
+        os.environ.setdefault("PUBLISH_TURN_LATENCY", "true")
     _apply_flag_overrides(args)
     settings = _settings_or_exit(Profile.WORKER)
     if settings is None:

@@ -208,6 +208,8 @@ class AgentSettings:
 class ObservabilitySettings:
     log_level: str | None  # None: the command's default (INFO for start, DEBUG for dev)
     log_transcripts: bool
+    #: send each turn_latency record to the room (topic agent.turn_latency); dev: default on
+    publish_turn_latency: bool
     prometheus_port: int | None
     #: log a process_stats line (RSS, fds, threads, asyncio tasks) this often; None = never
     process_stats_interval_s: float | None
@@ -614,6 +616,7 @@ def load_settings(
             "one of " + ", ".join(LOG_LEVELS),
         ),
         log_transcripts=r.boolean("LOG_TRANSCRIPTS", False),
+        publish_turn_latency=r.boolean("PUBLISH_TURN_LATENCY", False),
         prometheus_port=r.parse(
             "PROMETHEUS_PORT", None, _positive_int(1, 65_535), "a TCP port between 1 and 65535"
         ),

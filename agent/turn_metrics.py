@@ -451,9 +451,11 @@ class TurnMetricsCollector:
         logger: Any,
         sink: TurnMetricsSink | None,
         default_end: str | None = None,
+        on_turn: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         """Prefer :func:`attach_turn_metrics`, which also subscribes to the events."""
         self._session = session
+        self._on_turn_listener = on_turn
         self._stt = stt
         self._room = room
         self._job_id = job_id
@@ -572,6 +574,11 @@ class TurnMetricsCollector:
 
     def _on_turn(self, event: dict[str, Any]) -> None:
         self._log.info(TURN_EVENT, **event)
+        if self._on_turn_listener is not None:
+            try:
+                self._on_turn_listener(event)
+            except Exception:
+                self._log.warning("turn_metrics_failed", stage="on_turn", exc_info=True)
         if self._sink is not None:
             self._sink.observe_turn(event)
             self._export_stats()
@@ -639,6 +646,7 @@ def attach_turn_metrics(
     logger: Any = None,
     prometheus: TurnMetricsSink | bool | None = True,
     turn_detection: Any = None,
+    on_turn: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> TurnMetricsCollector:
     """Log one ``turn_latency`` event per user turn of ``session`` and a
     ``session_latency_summary`` when it closes; feed the Prometheus metrics.
@@ -660,6 +668,8 @@ def attach_turn_metrics(
         turn_detection: the session's turn detection: a detector with ``on_decision``
             (``agent.turn_policy.SignalTurnDetector``) reports each verdict; a LiveKit
             mode name gives every turn that mode's rule as ``turn_ended_by``.
+        on_turn: called with each ``turn_latency`` event after it is logged (e.g.
+            :class:`agent.turn_publisher.TurnLatencyPublisher`); its errors are logged.
     """
     log = logger if logger is not None else structlog.get_logger("agent.turn_metrics")
     sink: TurnMetricsSink | None
@@ -685,6 +695,7 @@ def attach_turn_metrics(
         logger=log,
         sink=sink,
         default_end=default_end,
+        on_turn=on_turn,
     )
     collector._subscribe()
     if callable(getattr(turn_detection, "on_decision", None)):

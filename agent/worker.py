@@ -33,6 +33,7 @@ from agent.session_factory import (
     local_turn_detector_available,
 )
 from agent.turn_metrics import attach_turn_metrics
+from agent.turn_publisher import TurnLatencyPublisher
 
 log = get_logger("agent.worker")
 
@@ -107,6 +108,12 @@ async def entrypoint(ctx: JobContext) -> None:
 
     # Per-turn latency log lines and Prometheus histograms. Attached before start() so
     # the first turn is measured too; it also owns transcript logging (LOG_TRANSCRIPTS).
+    # With PUBLISH_TURN_LATENCY each record also goes to the room (the web client's bars).
+    publisher = (
+        TurnLatencyPublisher(ctx.room) if settings.observability.publish_turn_latency else None
+    )
+    if publisher is not None:
+        ctx.add_shutdown_callback(publisher.aclose)
     attach_turn_metrics(
         parts.session,
         stt=parts.stt,
@@ -115,6 +122,7 @@ async def entrypoint(ctx: JobContext) -> None:
         log_transcripts=settings.observability.log_transcripts,
         prometheus=settings.observability.prometheus_port is not None,
         turn_detection=parts.turn_detection,
+        on_turn=publisher,
     )
 
     # A reply the LLM or TTS failed is logged with its cause and counted; a failed LLM

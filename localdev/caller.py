@@ -30,6 +30,7 @@ import asyncio
 import bisect
 import contextlib
 import datetime
+import json
 import logging
 import math
 import time
@@ -43,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 from livekit import api, rtc
 
+from agent.turn_publisher import TOPIC as TURN_LATENCY_TOPIC
 from localdev.speech import write_wav_pcm16
 from localdev.wer import normalise
 
@@ -512,11 +514,14 @@ class Caller:
         self._changed = asyncio.Event()
         self._stream_seq = 0
         self._segment_seq: dict[str, int] = {}
+        self.turn_records: list[dict[str, Any]] = []
+        """The worker's ``turn_latency`` records as the room got them (PUBLISH_TURN_LATENCY)."""
 
         room.on("participant_connected", self._on_participant_connected)
         room.on("participant_disconnected", self._on_participant_disconnected)
         room.on("track_subscribed", self._on_track_subscribed)
         room.register_text_stream_handler(TOPIC_TRANSCRIPTION, self._on_transcription_stream)
+        room.register_text_stream_handler(TURN_LATENCY_TOPIC, self._on_turn_latency_stream)
 
     # -- construction -------------------------------------------------------------------
 
@@ -591,6 +596,8 @@ class Caller:
                 await t
         with contextlib.suppress(Exception):
             self.room.unregister_text_stream_handler(TOPIC_TRANSCRIPTION)
+        with contextlib.suppress(Exception):
+            self.room.unregister_text_stream_handler(TURN_LATENCY_TOPIC)
         await self.room.disconnect()
         if self._mic_source is not None:
             await self._mic_source.aclose()
@@ -843,6 +850,15 @@ class Caller:
             self._read_transcription(reader, participant_identity, self._stream_seq),
             f"caller-transcription-{reader.info.stream_id}",
         )
+
+    def _on_turn_latency_stream(self, reader: rtc.TextStreamReader, _identity: str) -> None:
+        async def read() -> None:
+            record = json.loads(await reader.read_all())
+            if isinstance(record, dict):
+                self.turn_records.append(record)
+                self._notify()
+
+        self._spawn(read(), f"caller-turn-latency-{reader.info.stream_id}")
 
     def _role_of(self, participant_identity: str, track_id: str | None) -> Role:
         # The agent publishes the user's transcript too (sender_identity = the user, track id

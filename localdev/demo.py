@@ -615,7 +615,11 @@ async def demo_services(
 
 #: Worker settings the demo adds: the scripted words are no personal data, and the table
 #: shows what the agent heard; a short drain because the demo ends the call itself.
-DEMO_WORKER_SETTINGS = {"LOG_TRANSCRIPTS": "true", "DRAIN_TIMEOUT": "30"}
+DEMO_WORKER_SETTINGS = {
+    "LOG_TRANSCRIPTS": "true",
+    "DRAIN_TIMEOUT": "30",
+    "PUBLISH_TURN_LATENCY": "true",
+}
 #: After the room is gone the job closes its session and logs the summary: ~1 s.
 SUMMARY_TIMEOUT_S = 15.0
 

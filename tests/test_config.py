@@ -66,6 +66,7 @@ def test_defaults_when_only_required_vars_are_set() -> None:
     assert s.baseten.manual_flush is True
     assert s.agent.min_endpointing_delay is None  # LiveKit picks the detector's default
     assert s.observability.log_transcripts is False
+    assert s.observability.publish_turn_latency is False  # `dev` and the demo turn it on
     assert s.observability.prometheus_port is None
 
 
@@ -156,6 +157,7 @@ def test_fallback_endpoint_is_optional_normalised_and_not_the_primary() -> None:
         ("MAX_ENDPOINTING_DELAY", "soon", "greater than 0"),
         ("LOG_LEVEL", "verbose", "one of TRACE"),
         ("LOG_TRANSCRIPTS", "yes please", "true/false"),
+        ("PUBLISH_TURN_LATENCY", "to the room", "true/false"),
         ("PROMETHEUS_PORT", "70000", "between 1 and 65535"),
         ("TURN_DETECTION", "psychic", "one of signals, model, vad, stt"),
         ("PREEMPTIVE_TTS", "later", "true/false"),

@@ -212,9 +212,20 @@ async def test_a_call_is_heard_answered_and_logged(
         turn = await speak(call, _turn("endgame_talking_about"))
         job_id = await _job_id(e2e_worker, room)
         print(timing_line("one call", call, turn))
+        # logged (and published) once the reply's playout is over
+        records = await call.caller.wait_for(
+            lambda: call.caller.turn_records or None, timeout=30, what="turn_latency record"
+        )
     _assert_turn_served(call, turn, e2e_stack)
     line = await _turn_latency(e2e_worker, room)
     _assert_turn_logged(line, room=room, job_id=job_id)
+    # PUBLISH_TURN_LATENCY: the room got the very record the worker logged (the web client's
+    # latency bar), without the ids of the room it is sent in
+    assert len(records) == 1, records
+    logged = {k: v for k, v in line.items() if k in records[0]}
+    assert records[0] == logged
+    assert set(line) - set(records[0]) >= {"room", "job_id"}
+    assert records[0]["e2e_latency_ms"] == line["e2e_latency_ms"] is not None
     # transcripts are personal data: not in the log unless LOG_TRANSCRIPTS=true
     assert turn.user_transcript.text not in e2e_worker.stdout
     assert "talking about" not in e2e_worker.stdout.lower()
