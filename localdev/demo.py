@@ -422,6 +422,22 @@ def _parser() -> argparse.ArgumentParser:
         help="latency budget picture (PNG) drawn from the log; default: next to --out",
     )
     p.add_argument("--no-plot", action="store_true", help="do not draw the picture")
+    web = p.add_argument_group("talk to it from a browser")
+    web.add_argument(
+        "--web",
+        action="store_true",
+        help="instead of scripted turns, serve the web client (web/) and its token endpoint "
+        "and run until Ctrl-C: open the printed URL and talk",
+    )
+    web.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="--web: the page's bind address (default loopback only: anyone who can reach "
+        "it can start calls)",
+    )
+    web.add_argument(
+        "--port", type=int, default=8080, help="--web: the page's port (default 8080; 0 = free)"
+    )
     return p
 
 
@@ -457,6 +473,8 @@ def main(argv: list[str]) -> int:
     environ, env_files = read_environment(Path.cwd())
     plan = plan_services(environ, env_files)
     binary = find_livekit_server()
+    if args.web:
+        return _main_web(args, plan, binary, out, progress)
     roomless = args.roomless or binary is None
 
     progress.plain("Voice agent demo: everything on this machine, no accounts needed.")
@@ -497,6 +515,37 @@ def main(argv: list[str]) -> int:
         for p in problems:
             progress(f"problem: {p}")
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def _main_web(
+    args: argparse.Namespace,
+    plan: ServicePlan,
+    binary: str | None,
+    out: Path,
+    progress: Progress,
+) -> int:
+    """``--web``: the stack, the worker and the page until Ctrl-C (``localdev.web_demo``)."""
+    from localdev.web_demo import ensure_web_build, run_web
+
+    if binary is None:
+        print("demo: --web needs livekit-server on PATH (scripts/bootstrap.sh)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.roomless or args.wav:
+        print("demo: --web takes no --roomless or --wav: you are the caller", file=sys.stderr)
+        return EXIT_USAGE
+    progress.plain("Voice agent demo in the browser: everything on this machine.")
+    progress.plain(f"  LiveKit  local livekit-server ({binary}), worker as a subprocess")
+    for line in plan.describe():
+        progress.plain(line)
+    progress.plain()
+    try:
+        ensure_web_build(progress)
+        asyncio.run(run_web(plan, host=args.host, port=args.port, out=out, progress=progress))
+    except DemoError as exc:
+        progress(f"FAILED: {exc}")
+        return EXIT_FAILED
+    progress.plain(f"worker log: {out}")
     return EXIT_OK
 
 
