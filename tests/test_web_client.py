@@ -37,15 +37,16 @@ from localdev.wer import word_error_rate
 from tests.fixtures.browser import ARTIFACTS, browser_tools, drive, fake_microphone_wav, summary
 from tests.fixtures.worker import REPO, subprocess_env
 
-#: The recording the fake microphone plays (pytest-audioeval's human speaker).
-CLIP = "audioeval_quick_brown_fox"
+#: What the fake microphone plays: two human recordings (pytest-audioeval's speaker, then
+#: moonshine-voice's), a pause for the agent's answer between them.
+CLIPS = ("audioeval_quick_brown_fox", "endgame_talking_about")
 #: What the page may mishear of it: Whisper tiny.en through Chromium's capture path
 #: (echo cancellation, noise suppression, AGC, Opus) heard it word for word in every run here.
 MAX_WER = 0.2
 #: demo --web start: livekit-server + stand-ins + worker registration, ~20 s here.
 DEMO_START_TIMEOUT_S = 120.0
-#: Connect -> the agent's reply heard, ~15 s here (Whisper on CPU beside Chromium).
-CALL_TIMEOUT_S = 75.0
+#: Connect -> both replies heard, ~25 s here (Whisper on CPU beside Chromium).
+CALL_TIMEOUT_S = 90.0
 #: SIGINT -> demo exited (worker drain after the page left): ~3 s.
 DEMO_STOP_TIMEOUT_S = 45.0
 URL_LINE = re.compile(r"Open (http://\S+) in ")
@@ -120,57 +121,64 @@ class DemoProcess:
 @pytest.mark.e2e
 async def test_a_browser_talks_to_the_agent_through_demo_web(tmp_path: Path) -> None:
     browser_tools()
-    turn = named(CLIP)
-    wav = fake_microphone_wav(tmp_path / "mic.wav", turn)
+    turns = [named(c) for c in CLIPS]
+    wav = fake_microphone_wav(tmp_path / "mic.wav", turns)
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "web-client.png"
     demo = DemoProcess(tmp_path)
     try:
         url = await demo.start()
         assert url.startswith("http://localhost:"), url  # loopback by default
-        report = await drive(url, wav=wav, timeout_s=CALL_TIMEOUT_S, screenshot=shot, hang_up=True)
+        report = await drive(
+            url, wav=wav, turns=len(turns), timeout_s=CALL_TIMEOUT_S, screenshot=shot, hang_up=True
+        )
     finally:
         code = await demo.stop()
     why = summary(report) + "\n--- demo ---\n" + demo.text
     assert report["outcome"] == "turn", why
     state = report["state"]
 
-    # the user's words, heard through the browser's capture path
-    finals = [t for t in state["transcripts"] if t["role"] == "user" and t["final"]]
-    heard = finals[0]["text"]
-    wer = word_error_rate(turn.text or "", heard)
+    # the user's words, heard through the browser's capture path, and answered (the OpenAI
+    # stand-in echoes them) in text and in audio the browser decoded
+    finals = [t["text"] for t in state["transcripts"] if t["role"] == "user" and t["final"]]
+    heard = " ".join(finals)
+    wer = word_error_rate(" ".join(t.text or "" for t in turns), heard)
     assert wer <= MAX_WER, why
-    # the agent answered it (the OpenAI stand-in echoes), in text and in audio
-    replies = [t["text"].lower() for t in state["transcripts"] if t["role"] == "agent"]
-    assert any("quick brown fox" in r for r in replies), why
+    replies = " ".join(t["text"].lower() for t in state["transcripts"] if t["role"] == "agent")
+    assert "quick brown fox" in replies and "talking about" in replies, why
     audio = state["agentAudio"]
-    assert audio["energy"] > 0 and audio["speechSeconds"] > 0.5, why
-    assert {"listening", "speaking"} <= set(state["agentStatesSeen"]), why
+    assert audio["energy"] > 0 and audio["speechSeconds"] > 1.0, why
+    assert {"listening", "thinking", "speaking"} <= set(state["agentStatesSeen"]), why
     # Hang up ends the call on the page
     after = report["afterHangUp"]
     assert after["phase"] == "ended" and after["connectVisible"] and not after["problem"]["visible"]
 
-    # the bar is the worker's own record: the same numbers as its turn_latency log line
+    # one bar per turn, each the worker's own record: its turn_latency log line's numbers
     assert code == 0, why
-    logged = [
-        r
+    logged = {
+        r["turn_index"]: r
         for r in map(json.loads, filter(str.strip, demo.out.read_text().splitlines()))
         if r.get("message") == "turn_latency"
-    ]
-    bar = state["bars"][0]
-    line = next(r for r in logged if r["turn_index"] == bar["turn"])
-    assert bar["e2eMs"] == line["e2e_latency_ms"] is not None, why
-    assert bar["stages"]["stt"] == round(line["transcript_latency_ms"]), why
-    assert bar["stages"]["llm"] == round(line["llm_ttft_ms"]), why
-    assert bar["stages"]["tts"] == round(line["tts_ttfb_ms"]), why
-    printed = [m for m in map(TURN_LINE.search, demo.lines) if m]
-    assert printed and int(printed[0].group(2)) == round(line["e2e_latency_ms"]), demo.text
+    }
+    bars = state["bars"]
+    assert [b["turn"] for b in bars] == list(range(1, len(turns) + 1)), why
+    for bar in bars:
+        line = logged[bar["turn"]]
+        assert bar["e2eMs"] == line["e2e_latency_ms"] is not None, why
+        assert bar["stages"]["stt"] == round(line["transcript_latency_ms"]), why
+        assert bar["stages"]["llm"] == round(line["llm_ttft_ms"]), why
+        assert bar["stages"]["tts"] == round(line["tts_ttfb_ms"]), why
+    # and the demo printed the same turns as they happened
+    printed = {int(m.group(1)): int(m.group(2)) for m in map(TURN_LINE.search, demo.lines) if m}
+    assert printed == {b["turn"]: round(b["e2eMs"]) for b in bars}, demo.text
     assert "Traceback" not in demo.text, demo.text
     assert shot.stat().st_size > 10_000
+    e2e = ", ".join(f"{b['e2eMs']:.0f}" for b in bars)
+    stt = ", ".join(f"{logged[b['turn']]['transcript_latency_ms']:.0f}" for b in bars)
     print(
-        f"web client: heard {heard!r} (WER {wer:.2f}); e2e {line['e2e_latency_ms']:.0f} ms, "
-        f"STT final {line['transcript_latency_ms']:.0f} ms; connect -> reply heard "
-        f"{report['seconds']:.1f} s; screenshot {shot}"
+        f"web client: heard {heard!r} (WER {wer:.2f}); e2e {e2e} ms; STT final {stt} ms; "
+        f"Connect -> in call (agent listening, mic open) {report['phases'].get('in-call', -1)} ms"
+        f" (polled every 250 ms); -> last reply heard {report['seconds']:.1f} s; screenshot {shot}"
     )
 
 

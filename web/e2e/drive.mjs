@@ -9,7 +9,7 @@
 // microphone: "allow" (the fake device plays `wav`, the permission prompt says yes) or "deny"
 // (the prompt says no). until: "turn" (a final user transcript, a latency bar and agent
 // audio) or "problem" (the page shows a problem). retry: after a problem, press Retry once
-// and wait for the next outcome.
+// and wait for the next outcome. turns: how many answered turns "turn" waits for (1).
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -34,14 +34,16 @@ else args.push("--use-fake-ui-for-media-stream");
 if (cfg.wav) args.push(`--use-file-for-fake-audio-capture=${cfg.wav}`);
 
 const profile = mkdtempSync(join(tmpdir(), "voice-agent-chromium-"));
-const report = { console: [], pageErrors: [], snapshots: [] };
+// phases: ms from the Connect press to the first poll that saw each page phase
+const report = { console: [], pageErrors: [], snapshots: [], phases: {} };
+let clickedAt = 0;
 let context;
 try {
   context = await chromium.launchPersistentContext(profile, {
     executablePath: cfg.chromium ?? "/usr/bin/chromium",
     headless: true,
     args,
-    viewport: { width: 1280, height: 860 },
+    viewport: { width: 1280, height: 520 },
     permissions: cfg.microphone === "deny" ? [] : ["microphone"],
   });
   const page = context.pages()[0] ?? (await context.newPage());
@@ -50,6 +52,7 @@ try {
 
   await page.goto(cfg.page, { waitUntil: "load", timeout: 30_000 });
   const started = Date.now();
+  clickedAt = started;
   await page.click("#connect");
   report.outcome = await waitFor(page, cfg.until ?? "turn", timeoutMs, 1);
   report.state = await readState(page);
@@ -85,6 +88,7 @@ async function waitFor(page, until, ms, attempt) {
   while (Date.now() < deadline) {
     const s = await readState(page);
     report.snapshots.push({ t: Date.now(), phase: s.phase, agent: s.agentState, bars: s.bars.length });
+    report.phases[s.phase] ??= Date.now() - clickedAt;
     if (s.problem.visible && s.problem.attempt === attempt) return "problem";
     if (until === "turn" && reachedTurn(s)) return "turn";
     await page.waitForTimeout(250);
@@ -94,8 +98,8 @@ async function waitFor(page, until, ms, attempt) {
 
 function reachedTurn(s) {
   return (
-    s.transcripts.some((t) => t.role === "user" && t.final && t.text.trim()) &&
-    s.bars.length > 0 &&
+    s.transcripts.filter((t) => t.role === "user" && t.final && t.text.trim()).length >= (cfg.turns ?? 1) &&
+    s.bars.length >= (cfg.turns ?? 1) &&
     s.agentAudio.speechSeconds > 0.5 &&
     s.agentAudio.energy > 0
   );

@@ -97,6 +97,15 @@ function drawLegend() {
     li.textContent = s.label;
     legend.appendChild(li);
   }
+  for (const [mark, label] of [
+    ["e2e", "first agent audio (e2e)"],
+    ["goal", "1 s goal"],
+  ]) {
+    const li = document.createElement("li");
+    li.dataset.mark = mark;
+    li.textContent = label;
+    legend.appendChild(li);
+  }
 }
 
 function drawTurns() {
