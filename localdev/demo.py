@@ -18,6 +18,9 @@ stereo downmixed). Each turn's numbers come from the worker's own ``turn_latency
 what was heard is scored against what was said where the words are known. All of the
 worker's JSON log lines are written to a ``.jsonl`` file, and a budget picture is drawn from
 it (``scripts/plot_turn_budget.py``).
+
+With ``--web`` there are no scripted turns: the same stack and worker serve the web client
+(``web/``) and the person at the browser is the caller (``localdev.web_demo``).
 """
 
 from __future__ import annotations
@@ -444,6 +447,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Run the demo; returns the exit code (0 = every turn answered and measured)."""
     args = _parser().parse_args(argv)
+    if args.web and (args.roomless or args.wav):
+        print("demo: --web takes no --roomless or --wav: you are the caller", file=sys.stderr)
+        return EXIT_USAGE
     if not 1 <= args.turns <= len(DEMO_TURN_NAMES):
         print(f"demo: --turns must be between 1 and {len(DEMO_TURN_NAMES)}", file=sys.stderr)
         return EXIT_USAGE
@@ -461,7 +467,7 @@ def main(argv: list[str]) -> int:
 
     try:
         require_tools()
-        user_turns = load_turns(args.wav, args.turns)
+        user_turns = [] if args.web else load_turns(args.wav, args.turns)
     except SpeechToolMissing as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -530,9 +536,6 @@ def _main_web(
 
     if binary is None:
         print("demo: --web needs livekit-server on PATH (scripts/bootstrap.sh)", file=sys.stderr)
-        return EXIT_USAGE
-    if args.roomless or args.wav:
-        print("demo: --web takes no --roomless or --wav: you are the caller", file=sys.stderr)
         return EXIT_USAGE
     progress.plain("Voice agent demo in the browser: everything on this machine.")
     progress.plain(f"  LiveKit  local livekit-server ({binary}), worker as a subprocess")

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,7 @@ async def run_web(
     """Serve the page until interrupted; raises DemoError when something fails."""
     from localdev.worker_process import WorkerFailed, WorkerProcess
 
+    _check_port_free(host, port)  # before a minute of start-up, not after it
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -154,6 +156,19 @@ async def run_web(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise DemoError(
+                f"cannot serve the page on {host}:{port}: {exc.strerror or exc} "
+                "(try --port 0 for any free port)"
+            ) from None
 
 
 async def _follow_turns(worker: Any, stop: asyncio.Event, progress: Progress) -> None:

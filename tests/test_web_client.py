@@ -21,6 +21,7 @@ import json
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -275,6 +276,29 @@ async def test_an_agent_that_never_joins_is_named_and_redispatched(page_server: 
     assert server.redispatches >= 2  # the server dispatched again while the page waited
 
 
+def test_demo_web_user_mistakes_are_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for args, code, says in [
+            (["--port", str(port)], 1, f"cannot serve the page on 127.0.0.1:{port}"),
+            (["--wav", "me.wav"], 2, "--web takes no --roomless or --wav"),
+        ]:
+            proc = subprocess.run(
+                [sys.executable, str(REPO / "agent.py"), "demo", "--web", *args],
+                cwd=tmp_path,
+                env=subprocess_env({}),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            output = proc.stdout + proc.stderr
+            assert proc.returncode == code and says in output, output
+            assert "Traceback" not in output, output
+
+
 # ---------------------------------------------------------------------------------------------
 # the token endpoint itself
 # ---------------------------------------------------------------------------------------------
@@ -331,3 +355,19 @@ async def test_the_token_endpoint_hands_out_short_lived_room_tokens_and_no_secre
     assert claims["sub"] == grant["participant_identity"]
     assert claims["exp"] - claims["nbf"] == DEFAULT_TOKEN_TTL.total_seconds()
     assert server.sessions_issued == 2  # the refused requests issued nothing
+
+
+@pytest.mark.e2e
+async def test_a_wrong_api_secret_is_named_by_the_token_endpoint(page_server: Any) -> None:
+    server = await page_server(api_secret="not-the-secret-of-this-livekit-server")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            server.url + "api/session", data="{}", headers={"Content-Type": "application/json"}
+        ) as resp,
+    ):
+        assert resp.status == 502
+        error = (await resp.json())["error"]
+    assert "refused this server's API key and secret" in error, error
+    assert "not-the-secret" not in error
+    assert server.sessions_issued == 0
