@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -207,7 +208,8 @@ class WebSessionServer:
         if self._loopback and not _is_loopback_host(_host_name(host)):
             return f"this server answers only on localhost, not {host!r}"
         origin = request.headers.get("Origin")
-        if origin is not None and origin != f"{request.scheme}://{host}":
+        # host and port only: behind a TLS proxy the page is https:// and this side http://
+        if origin is not None and urlsplit(origin).netloc != host:
             return "cross-origin requests are refused"
         if request.content_type != "application/json":
             return "send a JSON POST (Content-Type: application/json)"

@@ -166,12 +166,17 @@ async def test_a_browser_talks_to_the_agent_through_demo_web(tmp_path: Path) -> 
     for bar in bars:
         line = logged[bar["turn"]]
         assert bar["e2eMs"] == line["e2e_latency_ms"] is not None, why
-        assert bar["stages"]["stt"] == round(line["transcript_latency_ms"]), why
-        assert bar["stages"]["llm"] == round(line["llm_ttft_ms"]), why
-        assert bar["stages"]["tts"] == round(line["tts_ttfb_ms"]), why
+        # the page rounds to whole ms (JavaScript rounds halves up, Python to even)
+        for stage, field in (
+            ("stt", "transcript_latency_ms"),
+            ("llm", "llm_ttft_ms"),
+            ("tts", "tts_ttfb_ms"),
+        ):
+            assert abs(bar["stages"][stage] - line[field]) <= 0.5, (stage, line, why)
     # and the demo printed the same turns as they happened
     printed = {int(m.group(1)): int(m.group(2)) for m in map(TURN_LINE.search, demo.lines) if m}
-    assert printed == {b["turn"]: round(b["e2eMs"]) for b in bars}, demo.text
+    assert printed.keys() == {b["turn"] for b in bars}, demo.text
+    assert all(abs(printed[b["turn"]] - b["e2eMs"]) <= 0.5 for b in bars), demo.text
     assert "Traceback" not in demo.text, demo.text
     assert shot.stat().st_size > 10_000
     e2e = ", ".join(f"{b['e2eMs']:.0f}" for b in bars)
@@ -268,12 +273,13 @@ async def test_an_expired_token_is_named(page_server: Any) -> None:
 
 @pytest.mark.e2e
 async def test_an_agent_that_never_joins_is_named_and_redispatched(page_server: Any) -> None:
-    server = await page_server(agent_name="nobody-serves-this", agent_join_timeout_s=7.0)
+    # the page waits 4.5 s: the server re-dispatches once (after 3 s) per session
+    server = await page_server(agent_name="nobody-serves-this", agent_join_timeout_s=4.5)
     problem = await _problem(server)
     assert problem["kind"] == "agent", problem
     assert 'No agent "nobody-serves-this" joined' in problem["text"], problem
-    assert "within 7 s" in problem["text"], problem
-    assert server.redispatches >= 2  # the server dispatched again while the page waited
+    assert "within 4.5 s" in problem["text"], problem
+    assert server.redispatches == 2  # once while each of the two attempts waited
 
 
 def test_demo_web_user_mistakes_are_one_line(tmp_path: Path) -> None:
