@@ -88,9 +88,11 @@ async def serve_app(app: web.Application, *, host: str, port: int) -> tuple[web.
     """Start ``app`` on ``host:port`` (``0`` = a free port); returns the runner and bound port.
 
     No access log (a line per request in test output for no benefit) and no signal
-    handlers (the caller's loop owns signals).
+    handlers (the caller's loop owns signals). A handler still running at shutdown (a
+    stand-in's "hang" fault) gets 1 s, not aiohttp's default 60 s: that default made the
+    module teardown after the hung-TTS test take 61 s in CI.
     """
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     # With port 0 the OS picks a free port; the runner reports the bound address.

@@ -140,7 +140,12 @@ async def test_console_text_works_headless() -> None:
 
 # ----------------------------------------------------------------------------- e2e
 def _room_api(lk_env: dict[str, str], *, room: str, agent_name: str | None = None) -> None:
-    """Create ``room`` and dispatch ``agent_name`` to it, or (no agent) delete the room."""
+    """Create ``room`` and dispatch ``agent_name`` to it, or (no agent) delete the room once
+    the agent is in it.
+
+    Deleting it while the agent is still joining (its "starting session" line comes first)
+    could let the join create a new room that only the agent is in, whose job never ends.
+    """
     from livekit import api
 
     async def go() -> None:
@@ -148,6 +153,14 @@ def _room_api(lk_env: dict[str, str], *, room: str, agent_name: str | None = Non
             lk_env["LIVEKIT_URL"], lk_env["LIVEKIT_API_KEY"], lk_env["LIVEKIT_API_SECRET"]
         ) as lkapi:
             if agent_name is None:
+                request = api.ListParticipantsRequest(room=room)
+                for _ in range(300):  # 30 s; the agent joins ~0.2 s after its session starts
+                    found = (await lkapi.room.list_participants(request)).participants
+                    if any(p.kind == api.ParticipantInfo.Kind.AGENT for p in found):
+                        break
+                    await asyncio.sleep(0.1)
+                else:
+                    raise AssertionError(f"the agent never joined {room}")
                 await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
                 return
             await lkapi.room.create_room(api.CreateRoomRequest(name=room))
@@ -168,7 +181,10 @@ def test_start_runs_a_production_worker_and_drains_on_sigterm() -> None:
     with LocalLiveKitServer(
         api_key=FAKE_SECRETS["LIVEKIT_API_KEY"], api_secret=FAKE_SECRETS["LIVEKIT_API_SECRET"]
     ) as lk:
-        env = valid_env(**lk.env(), LIVEKIT_AGENT_NAME="e2e-agent", DRAIN_TIMEOUT="60")
+        # DRAIN_TIMEOUT 20: in about 1 run of 4 here the job of the deleted room does not
+        # end and the drain waits its whole timeout (then exits 0): 60 s made that a
+        # 72 s test. Cause not found yet.
+        env = valid_env(**lk.env(), LIVEKIT_AGENT_NAME="e2e-agent", DRAIN_TIMEOUT="20")
         # WorkerProcess.start (on entering) waits for the "registered worker" line
         with WorkerProcess(env=env) as worker:
             (registered,) = worker.find_lines(lambda ln: ln["message"] == "registered worker")

@@ -137,7 +137,7 @@ export class VoiceCall {
    * probe's track is stopped at once; the call's own track is opened once the agent listens,
    * so nothing said before that is lost to an agent that is not there yet. */
   private async checkMicrophone(): Promise<void> {
-    this.on.phase("checking-microphone", "Checking the microphone…");
+    this.on.phase("checking-microphone", "Asking for the microphone: allow it in the browser's prompt…");
     if (!window.isSecureContext || !navigator.mediaDevices?.getUserMedia) {
       throw new CallError(
         "microphone",
