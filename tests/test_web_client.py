@@ -183,7 +183,7 @@ async def test_a_browser_talks_to_the_agent_through_demo_web(tmp_path: Path) -> 
     stt = ", ".join(f"{logged[b['turn']]['transcript_latency_ms']:.0f}" for b in bars)
     print(
         f"web client: heard {heard!r} (WER {wer:.2f}); e2e {e2e} ms; STT final {stt} ms; "
-        f"Connect -> in call (agent listening, mic open) {report['phases'].get('in-call', -1)} ms"
+        f"Connect -> agent listening {report['phases'].get('in-call', -1)} ms (mic opens next)"
         f" (polled every 250 ms); -> last reply heard {report['seconds']:.1f} s; screenshot {shot}"
     )
 
